@@ -1,0 +1,13 @@
+//! Tessera's governance model and its rules as plain types and pure functions.
+//!
+//! Nothing here performs I/O (the one exception is drawing random bytes for new secrets and ids)
+//! or awaits: the store, the engine and the server build on these types and rules.
+
+pub mod audit;
+pub mod clock;
+pub mod directory;
+pub mod ids;
+pub mod redact;
+pub mod secret;
+
+pub use clock::{Clock, ManualClock, SystemClock};

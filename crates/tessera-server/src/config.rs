@@ -1,0 +1,103 @@
+//! Server settings (loaded by the binary from file, environment and flags).
+
+use serde::{Deserialize, Serialize};
+
+use crate::surface::Surface;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Largest request body accepted on any route, in bytes (larger: 413).
+    pub max_body_bytes: usize,
+    pub request_log: RequestLogConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_body_bytes: 1024 * 1024,
+            request_log: RequestLogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestLogConfig {
+    /// Record an API event for every call.
+    pub enabled: bool,
+    /// Also record health, readiness and metrics calls (off: probes would flood the log).
+    pub include_ops: bool,
+    /// Keep request logs this many days; older rows are purged hourly.
+    pub retention_days: i64,
+    /// Which surfaces store redacted headers and bodies as API event details.
+    pub bodies: BodyCapture,
+    /// Largest part of each body kept, in bytes, after redaction.
+    pub body_capture_bytes: usize,
+    /// Rows waiting to be written; beyond this, new rows are dropped and counted.
+    pub queue_capacity: usize,
+}
+
+impl Default for RequestLogConfig {
+    fn default() -> Self {
+        RequestLogConfig {
+            enabled: true,
+            include_ops: false,
+            retention_days: 30,
+            bodies: BodyCapture::default(),
+            body_capture_bytes: 16 * 1024,
+            queue_capacity: 16 * 1024,
+        }
+    }
+}
+
+/// Per-surface switch for storing headers and bodies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BodyCapture {
+    pub api: bool,
+    pub scim: bool,
+    pub oauth: bool,
+    pub ui: bool,
+    pub ops: bool,
+}
+
+impl Default for BodyCapture {
+    fn default() -> Self {
+        BodyCapture {
+            api: true,
+            scim: true,
+            oauth: true,
+            ui: false,
+            ops: false,
+        }
+    }
+}
+
+impl BodyCapture {
+    pub fn for_surface(&self, surface: Surface) -> bool {
+        match surface {
+            Surface::Api => self.api,
+            Surface::Scim => self.scim,
+            Surface::OAuth => self.oauth,
+            Surface::Ui => self.ui,
+            Surface::Ops => self.ops,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Checks values serde cannot, naming the offending key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_body_bytes < 1024 {
+            return Err("max_body_bytes: must be at least 1024".into());
+        }
+        if self.request_log.retention_days < 1 {
+            return Err("request_log.retention_days: must be at least 1".into());
+        }
+        if self.request_log.queue_capacity < 16 {
+            return Err("request_log.queue_capacity: must be at least 16".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,210 @@
+//! The middleware every request passes: it assigns the request id, opens the tracing span that
+//! carries it, catches panics, and afterwards records metrics and the request log.
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use futures_util::FutureExt;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use tessera_domain::ids::new_id;
+use tessera_domain::redact;
+use tessera_store::request_log::{ApiEvent, LogEvent};
+use tracing::Instrument;
+
+use crate::AppState;
+use crate::context::{self, RequestContext};
+use crate::panic_capture;
+use crate::request_log::{LogRecord, RawDetail};
+use crate::surface::Surface;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let occurred_at = state.db.now_ms();
+    let request_id = context::request_id_from(request.headers().get(REQUEST_ID_HEADER));
+    let surface = Surface::of(request.uri().path());
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let path =
+        redact::redact_path_and_query(request.uri().path_and_query().map_or("/", |p| p.as_str()));
+    let remote_addr = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string());
+    let user_agent = request
+        .headers()
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.chars().take(512).collect::<String>());
+
+    let log_config = &state.config.request_log;
+    let logged = log_config.enabled && (surface != Surface::Ops || log_config.include_ops);
+    let capture = logged && log_config.bodies.for_surface(surface);
+
+    let span =
+        tracing::info_span!("request", request_id = %request_id, method = %method, path = %path);
+    let ctx = Arc::new(RequestContext::new(request_id.clone(), surface));
+
+    let mut request_capture: Option<(HeaderMap, bytes::Bytes)> = None;
+    let mut response = 'handled: {
+        let request = if capture {
+            let (parts, body) = request.into_parts();
+            match axum::body::to_bytes(body, state.config.max_body_bytes).await {
+                Ok(bytes) => {
+                    request_capture = Some((parts.headers.clone(), bytes.clone()));
+                    Request::from_parts(parts, Body::from(bytes))
+                }
+                Err(e) => {
+                    let too_large = std::error::Error::source(&e)
+                        .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+                    request_capture = Some((parts.headers.clone(), bytes::Bytes::new()));
+                    break 'handled if too_large {
+                        surface.error(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            &format!(
+                                "The request body exceeds {} bytes.",
+                                state.config.max_body_bytes
+                            ),
+                            &request_id,
+                        )
+                    } else {
+                        surface.error(
+                            StatusCode::BAD_REQUEST,
+                            "The request body could not be read.",
+                            &request_id,
+                        )
+                    };
+                }
+            }
+        } else {
+            request
+        };
+        let outcome = ctx
+            .clone()
+            .scope(AssertUnwindSafe(next.run(request)).catch_unwind())
+            .instrument(span.clone())
+            .await;
+        match outcome {
+            Ok(response) => response,
+            Err(payload) => {
+                // Same thread as the panic: the hook's report is still in its thread-local.
+                let report = panic_capture::take_report(&*payload);
+                state.request_log.submit(LogRecord::Log(Box::new(LogEvent {
+                    id: new_id(),
+                    occurred_at,
+                    level: "error".into(),
+                    kind: "panic".into(),
+                    request_id: Some(request_id.clone()),
+                    method: Some(method.clone()),
+                    path: Some(path.clone()),
+                    route: route.clone(),
+                    message: redact::redact_text(&format!(
+                        "panic at {}: {}",
+                        report.location, report.message
+                    )),
+                    detail: Some(redact::redact_text(&report.backtrace)),
+                })));
+                surface.internal_error(&request_id)
+            }
+        }
+    };
+
+    if let Some(detail) = ctx.take_internal_error() {
+        state.request_log.submit(LogRecord::Log(Box::new(LogEvent {
+            id: new_id(),
+            occurred_at,
+            level: "error".into(),
+            kind: "error".into(),
+            request_id: Some(request_id.clone()),
+            method: Some(method.clone()),
+            path: Some(path.clone()),
+            route: route.clone(),
+            message: "unhandled error".into(),
+            detail: Some(redact::redact_text(&detail)),
+        })));
+    }
+
+    let mut response_capture: Option<bytes::Bytes> = None;
+    if capture && !is_stream(response.headers()) {
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .unwrap_or_default();
+        response_capture = (!bytes.is_empty()).then(|| bytes.clone());
+        response = Response::from_parts(parts, Body::from(bytes));
+    }
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    state.metrics.observe_request(
+        &method,
+        route.as_deref().unwrap_or("unmatched"),
+        status,
+        elapsed.as_secs_f64(),
+    );
+    span.in_scope(|| {
+        if status >= 500 {
+            tracing::warn!(
+                status,
+                latency_ms = elapsed.as_secs_f64() * 1000.0,
+                "request failed"
+            );
+        } else {
+            tracing::debug!(
+                status,
+                latency_ms = elapsed.as_secs_f64() * 1000.0,
+                "request"
+            );
+        }
+    });
+
+    if logged {
+        let caller = ctx.caller();
+        let event = ApiEvent {
+            id: new_id(),
+            occurred_at,
+            request_id,
+            surface: surface.as_str().into(),
+            method,
+            route,
+            path,
+            status: status.into(),
+            latency_us: elapsed.as_micros() as i64,
+            caller_kind: caller.as_ref().map(|c| c.kind.to_owned()),
+            caller_id: caller.map(|c| c.id),
+            remote_addr,
+            user_agent,
+        };
+        let detail = request_capture.map(|(request_headers, request_body)| RawDetail {
+            request_headers,
+            request_body: (!request_body.is_empty()).then_some(request_body),
+            response_headers: response.headers().clone(),
+            response_body: response_capture,
+        });
+        state
+            .request_log
+            .submit(LogRecord::Api(Box::new((event, detail))));
+    }
+    response
+}
+
+/// Streaming responses are passed through untouched rather than buffered for the log.
+fn is_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/event-stream"))
+}

@@ -1,0 +1,381 @@
+//! The database handle, transactions, migrations and the schema check.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+use tessera_domain::Clock;
+
+use crate::{StoreError, StoreResult};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Runs `$body` with `$pool` bound to the backend's pool; the body is compiled once per backend.
+#[macro_export]
+macro_rules! with_pool {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db.pool() {
+            $crate::db_internal::PoolRef::Sqlite($pool) => $body,
+            $crate::db_internal::PoolRef::Pg($pool) => $body,
+        }
+    };
+}
+
+/// Runs `$body` with `$conn` bound to the transaction's connection (`&mut Connection`).
+#[macro_export]
+macro_rules! with_conn {
+    ($tx:expr, |$conn:ident| $body:expr) => {
+        match $tx.conn() {
+            $crate::db_internal::ConnRef::Sqlite($conn) => $body,
+            $crate::db_internal::ConnRef::Pg($conn) => $body,
+        }
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Where the database lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbTarget {
+    /// The embedded default: a SQLite file (WAL mode), created if missing.
+    SqliteFile(PathBuf),
+    /// A `postgres://` or `postgresql://` URL.
+    Postgres(String),
+}
+
+impl DbTarget {
+    /// Chooses the target from the configured URL, falling back to `<data_dir>/tessera.db`.
+    pub fn from_config(
+        database_url: Option<&str>,
+        data_dir: &std::path::Path,
+    ) -> StoreResult<Self> {
+        match database_url.map(str::trim).filter(|u| !u.is_empty()) {
+            None => Ok(DbTarget::SqliteFile(data_dir.join("tessera.db"))),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(DbTarget::Postgres(url.to_owned()))
+            }
+            Some(url) if url.starts_with("sqlite://") => {
+                Ok(DbTarget::SqliteFile(PathBuf::from(&url[9..])))
+            }
+            Some(_) => Err(StoreError::Config(
+                "database_url must start with postgres://, postgresql:// or sqlite://".into(),
+            )),
+        }
+    }
+
+    /// A description safe to log: the PostgreSQL password is never shown.
+    pub fn describe(&self) -> String {
+        match self {
+            DbTarget::SqliteFile(p) => format!("sqlite:{}", p.display()),
+            DbTarget::Postgres(url) => match PgConnectOptions::from_str(url) {
+                Ok(o) => format!(
+                    "postgres://{}@{}:{}/{}",
+                    o.get_username(),
+                    o.get_host(),
+                    o.get_port(),
+                    o.get_database().unwrap_or("")
+                ),
+                Err(_) => "postgres://(unparsable url)".into(),
+            },
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Pools {
+    Sqlite(SqlitePool),
+    Pg(PgPool),
+}
+
+/// The database: a pool on one backend plus the clock every write is stamped with.
+#[derive(Clone)]
+pub struct Db {
+    pools: Pools,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("backend", &self.backend())
+            .finish()
+    }
+}
+
+#[doc(hidden)]
+pub mod internal {
+    pub enum PoolRef<'a> {
+        Sqlite(&'a sqlx::SqlitePool),
+        Pg(&'a sqlx::PgPool),
+    }
+    pub enum ConnRef<'a> {
+        Sqlite(&'a mut sqlx::SqliteConnection),
+        Pg(&'a mut sqlx::PgConnection),
+    }
+}
+
+/// Connection-pool figures for `/metrics`.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolStats {
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+/// Where the database's schema stands relative to this build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaState {
+    /// Highest migration applied, `None` on an empty database.
+    pub applied: Option<i64>,
+    /// Highest migration this build carries.
+    pub known: i64,
+}
+
+impl SchemaState {
+    pub fn is_current(&self) -> bool {
+        self.applied == Some(self.known)
+    }
+}
+
+impl Db {
+    /// Opens the database without touching its schema.
+    pub async fn connect(target: &DbTarget, clock: Arc<dyn Clock>) -> StoreResult<Db> {
+        let pools = match target {
+            DbTarget::SqliteFile(path) => {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        StoreError::Config(format!(
+                            "cannot create data directory {}: {e}",
+                            parent.display()
+                        ))
+                    })?;
+                }
+                let options = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // FULL: an acknowledged write survives power loss, not only a crash.
+                    .synchronous(SqliteSynchronous::Full)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(10));
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await?;
+                Pools::Sqlite(pool)
+            }
+            DbTarget::Postgres(url) => {
+                let options = PgConnectOptions::from_str(url)
+                    .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await?;
+                Pools::Pg(pool)
+            }
+        };
+        Ok(Db { pools, clock })
+    }
+
+    /// Opens the database, refuses a schema newer than this build, and applies missing migrations.
+    pub async fn open_and_migrate(target: &DbTarget, clock: Arc<dyn Clock>) -> StoreResult<Db> {
+        let db = Db::connect(target, clock).await?;
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pools {
+            Pools::Sqlite(_) => Backend::Sqlite,
+            Pools::Pg(_) => Backend::Postgres,
+        }
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    #[doc(hidden)]
+    pub fn pool(&self) -> internal::PoolRef<'_> {
+        match &self.pools {
+            Pools::Sqlite(p) => internal::PoolRef::Sqlite(p),
+            Pools::Pg(p) => internal::PoolRef::Pg(p),
+        }
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        match self.pools {
+            Pools::Sqlite(_) => &SQLITE_MIGRATIONS,
+            Pools::Pg(_) => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    /// Highest migration version this build carries (the same on both backends).
+    pub fn known_schema_version() -> i64 {
+        SQLITE_MIGRATIONS
+            .iter()
+            .map(|m| m.version)
+            .max()
+            .unwrap_or(0)
+    }
+
+    pub async fn schema_state(&self) -> StoreResult<SchemaState> {
+        let table_exists: bool = match &self.pools {
+            Pools::Sqlite(p) => sqlx::query_scalar(
+                "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+            )
+            .fetch_one(p)
+            .await?,
+            Pools::Pg(p) => {
+                sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                    .fetch_one(p)
+                    .await?
+            }
+        };
+        let applied: Option<i64> = if table_exists {
+            crate::with_pool!(self, |pool| {
+                sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                    .fetch_one(pool)
+                    .await?
+            })
+        } else {
+            None
+        };
+        Ok(SchemaState {
+            applied,
+            known: Self::known_schema_version(),
+        })
+    }
+
+    /// Applies missing migrations; refuses, touching nothing, a schema newer than this build.
+    pub async fn migrate(&self) -> StoreResult<SchemaState> {
+        let state = self.schema_state().await?;
+        if let Some(found) = state.applied {
+            if found > state.known {
+                return Err(StoreError::SchemaTooNew {
+                    found,
+                    known: state.known,
+                });
+            }
+        }
+        match &self.pools {
+            Pools::Sqlite(p) => self.migrator().run(p).await?,
+            Pools::Pg(p) => self.migrator().run(p).await?,
+        }
+        self.schema_state().await
+    }
+
+    /// Fails unless the schema is exactly the one this build knows.
+    pub async fn ensure_schema_current(&self) -> StoreResult<()> {
+        let state = self.schema_state().await?;
+        match state.applied {
+            Some(v) if v > state.known => Err(StoreError::SchemaTooNew {
+                found: v,
+                known: state.known,
+            }),
+            Some(v) if v == state.known => Ok(()),
+            other => Err(StoreError::Config(format!(
+                "the database schema is at version {}, this build needs {}; run `tessera migrate`",
+                other.unwrap_or(0),
+                state.known
+            ))),
+        }
+    }
+
+    /// A trivial round trip, for readiness checks.
+    pub async fn ping(&self) -> StoreResult<()> {
+        crate::with_pool!(self, |pool| {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    pub fn pool_stats(&self) -> PoolStats {
+        crate::with_pool!(self, |pool| PoolStats {
+            size: pool.size(),
+            idle: pool.num_idle() as u32,
+            max: pool.options().get_max_connections(),
+        })
+    }
+
+    /// Begins a write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`),
+    /// so a transaction never fails half-way on a lock upgrade; writers queue on busy_timeout.
+    pub async fn begin(&self) -> StoreResult<Tx> {
+        let now = self.clock.now_ms();
+        let inner = match &self.pools {
+            Pools::Sqlite(p) => TxInner::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Pools::Pg(p) => TxInner::Pg(p.begin().await?),
+        };
+        Ok(Tx { inner, now })
+    }
+
+    pub async fn close(&self) {
+        crate::with_pool!(self, |pool| pool.close().await)
+    }
+}
+
+enum TxInner {
+    Sqlite(Transaction<'static, Sqlite>),
+    Pg(Transaction<'static, Postgres>),
+}
+
+/// A write transaction. `now()` is fixed when it begins, so every row it writes carries the
+/// same timestamp. Dropped without `commit`, it rolls back.
+pub struct Tx {
+    inner: TxInner,
+    now: i64,
+}
+
+impl Tx {
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.inner {
+            TxInner::Sqlite(_) => Backend::Sqlite,
+            TxInner::Pg(_) => Backend::Postgres,
+        }
+    }
+
+    #[doc(hidden)]
+    pub fn conn(&mut self) -> internal::ConnRef<'_> {
+        match &mut self.inner {
+            TxInner::Sqlite(t) => internal::ConnRef::Sqlite(&mut **t),
+            TxInner::Pg(t) => internal::ConnRef::Pg(&mut **t),
+        }
+    }
+
+    pub async fn commit(self) -> StoreResult<()> {
+        match self.inner {
+            TxInner::Sqlite(t) => t.commit().await?,
+            TxInner::Pg(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,53 @@
+use tessera_domain::directory::InvalidInput;
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "the database schema is at version {found}, newer than this Tessera build knows (version {known}); \
+         run the Tessera release that last migrated this database, or a newer one"
+    )]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("{entity} {id} was not found")]
+    NotFound { entity: &'static str, id: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+    #[error("cannot open the database: {0}")]
+    Config(String),
+}
+
+impl StoreError {
+    pub fn not_found(entity: &'static str, id: impl Into<String>) -> Self {
+        StoreError::NotFound {
+            entity,
+            id: id.into(),
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::NotFound { .. })
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            if db.is_unique_violation() {
+                return StoreError::Conflict(format!(
+                    "a unique value is already taken ({})",
+                    db.message()
+                ));
+            }
+        }
+        StoreError::Database(e)
+    }
+}
