@@ -165,10 +165,10 @@ fn check_name(field: &'static str, value: &str) -> Result<(), InvalidInput> {
 impl IdentityAttributes {
     pub fn validate(&self) -> Result<(), InvalidInput> {
         check_name("userName", &self.user_name)?;
-        if let Some(email) = &self.email {
-            if !email.contains('@') || email.len() > MAX_NAME_LEN {
-                return Err(InvalidInput::new("email", "must be an e-mail address"));
-            }
+        if let Some(email) = &self.email
+            && (!email.contains('@') || email.len() > MAX_NAME_LEN)
+        {
+            return Err(InvalidInput::new("email", "must be an e-mail address"));
         }
         Ok(())
     }

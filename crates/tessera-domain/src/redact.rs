@@ -100,11 +100,7 @@ pub fn redact_json(value: &mut Value) {
             }
         }
         Value::Array(items) => items.iter_mut().for_each(redact_json),
-        Value::String(s) => {
-            if contains_secret_shape(s) {
-                *s = redact_text(s);
-            }
-        }
+        Value::String(s) if contains_secret_shape(s) => *s = redact_text(s),
         _ => {}
     }
 }

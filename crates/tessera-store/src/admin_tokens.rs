@@ -92,15 +92,15 @@ pub async fn bootstrap(
     ctx: &ChangeContext,
     supplied: Option<&str>,
 ) -> StoreResult<Bootstrap> {
-    if let Some(value) = supplied {
-        if value.len() < MIN_SUPPLIED_SECRET_LEN {
-            return Err(StoreError::Invalid(
-                tessera_domain::directory::InvalidInput::new(
-                    "bootstrap_token",
-                    format!("must be at least {MIN_SUPPLIED_SECRET_LEN} characters"),
-                ),
-            ));
-        }
+    if let Some(value) = supplied
+        && value.len() < MIN_SUPPLIED_SECRET_LEN
+    {
+        return Err(StoreError::Invalid(
+            tessera_domain::directory::InvalidInput::new(
+                "bootstrap_token",
+                format!("must be at least {MIN_SUPPLIED_SECRET_LEN} characters"),
+            ),
+        ));
     }
     let mut tx = db.begin().await?;
     let active: i64 = with_conn!(tx, |conn| {

@@ -275,13 +275,13 @@ impl Db {
     /// Applies missing migrations; refuses, touching nothing, a schema newer than this build.
     pub async fn migrate(&self) -> StoreResult<SchemaState> {
         let state = self.schema_state().await?;
-        if let Some(found) = state.applied {
-            if found > state.known {
-                return Err(StoreError::SchemaTooNew {
-                    found,
-                    known: state.known,
-                });
-            }
+        if let Some(found) = state.applied
+            && found > state.known
+        {
+            return Err(StoreError::SchemaTooNew {
+                found,
+                known: state.known,
+            });
         }
         match &self.pools {
             Pools::Sqlite(p) => self.migrator().run(p).await?,
@@ -366,8 +366,8 @@ impl Tx {
     #[doc(hidden)]
     pub fn conn(&mut self) -> internal::ConnRef<'_> {
         match &mut self.inner {
-            TxInner::Sqlite(t) => internal::ConnRef::Sqlite(&mut **t),
-            TxInner::Pg(t) => internal::ConnRef::Pg(&mut **t),
+            TxInner::Sqlite(t) => internal::ConnRef::Sqlite(t),
+            TxInner::Pg(t) => internal::ConnRef::Pg(t),
         }
     }
 

@@ -40,13 +40,13 @@ impl StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &e {
-            if db.is_unique_violation() {
-                return StoreError::Conflict(format!(
-                    "a unique value is already taken ({})",
-                    db.message()
-                ));
-            }
+        if let sqlx::Error::Database(db) = &e
+            && db.is_unique_violation()
+        {
+            return StoreError::Conflict(format!(
+                "a unique value is already taken ({})",
+                db.message()
+            ));
         }
         StoreError::Database(e)
     }

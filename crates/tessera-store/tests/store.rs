@@ -5,7 +5,8 @@ use std::sync::Arc;
 use serde_json::json;
 use tessera_domain::audit::{Actor, ActorKind, ChainBreak};
 use tessera_domain::directory::{
-    DataSourceKind, GroupAttributes, IdentityAttributes, IdentityKind, IdentityStatus, MatchingKey, MemberKind,
+    DataSourceKind, GroupAttributes, IdentityAttributes, IdentityKind, IdentityStatus, MatchingKey,
+    MemberKind,
 };
 use tessera_domain::{Clock, ManualClock};
 use tessera_store::jobs::{self, NewJob};
@@ -31,7 +32,10 @@ fn person(user_name: &str) -> IdentityAttributes {
 
 async fn exec(db: &Db, sql: &str) {
     with_pool!(db, |pool| {
-        sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).execute(pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
     });
 }
 
@@ -41,7 +45,9 @@ async fn exec(db: &Db, sql: &str) {
 #[tokio::test]
 async fn migrations_run_from_empty_and_are_idempotent() {
     for (target, _dir) in TestDb::empty_targets().await {
-        let db = Db::connect(&target, Arc::new(tessera_domain::SystemClock)).await.unwrap();
+        let db = Db::connect(&target, Arc::new(tessera_domain::SystemClock))
+            .await
+            .unwrap();
         let before = db.schema_state().await.unwrap();
         assert_eq!(before.applied, None, "{target:?}");
         assert!(db.ensure_schema_current().await.is_err());
@@ -67,8 +73,14 @@ async fn a_schema_newer_than_the_build_is_refused() {
         )
         .await;
         let err = t.db.migrate().await.unwrap_err();
-        assert!(matches!(err, StoreError::SchemaTooNew { found: 9999, .. }), "{err:?}");
-        assert!(err.to_string().contains("newer than this Tessera build"), "{err}");
+        assert!(
+            matches!(err, StoreError::SchemaTooNew { found: 9999, .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("newer than this Tessera build"),
+            "{err}"
+        );
         assert!(t.db.ensure_schema_current().await.is_err());
         let reopened = Db::open_and_migrate(&t.target, Arc::new(tessera_domain::SystemClock)).await;
         assert!(matches!(reopened, Err(StoreError::SchemaTooNew { .. })));
@@ -87,10 +99,16 @@ async fn sqlite_and_postgres_schemas_are_in_lockstep() {
         v.sort();
         v
     };
-    assert_eq!(names("sqlite"), names("postgres"), "migration files differ between backends");
+    assert_eq!(
+        names("sqlite"),
+        names("postgres"),
+        "migration files differ between backends"
+    );
 
     let sqlite = TestDb::sqlite().await;
-    let Some(pg) = TestDb::postgres().await else { return };
+    let Some(pg) = TestDb::postgres().await else {
+        return;
+    };
     let sqlite_columns: Vec<(String, String)> = with_pool!(sqlite.db, |pool| {
         sqlx::query_as(
             "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p \
@@ -121,22 +139,52 @@ async fn data_sources_round_trip_and_names_are_unique_case_insensitively() {
     for t in TestDb::all().await {
         let db = &t.db;
         let mut tx = db.begin().await.unwrap();
-        let ds = directory::create_data_source(&mut tx, &ctx(), "Entra ID", DataSourceKind::Scim, MatchingKey::UserName)
-            .await
-            .unwrap();
+        let ds = directory::create_data_source(
+            &mut tx,
+            &ctx(),
+            "Entra ID",
+            DataSourceKind::Scim,
+            MatchingKey::UserName,
+        )
+        .await
+        .unwrap();
         tx.commit().await.unwrap();
         assert_eq!(directory::get_data_source(db, &ds.id).await.unwrap(), ds);
-        assert_eq!(directory::find_data_source_by_name(db, "entra id").await.unwrap(), Some(ds.clone()));
+        assert_eq!(
+            directory::find_data_source_by_name(db, "entra id")
+                .await
+                .unwrap(),
+            Some(ds.clone())
+        );
         assert_eq!(directory::list_data_sources(db).await.unwrap(), vec![ds]);
 
         let mut tx = db.begin().await.unwrap();
-        let dup = directory::create_data_source(&mut tx, &ctx(), "ENTRA ID", DataSourceKind::Csv, MatchingKey::Email).await;
+        let dup = directory::create_data_source(
+            &mut tx,
+            &ctx(),
+            "ENTRA ID",
+            DataSourceKind::Csv,
+            MatchingKey::Email,
+        )
+        .await;
         assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
         drop(tx);
         let mut tx = db.begin().await.unwrap();
-        let bad = directory::create_data_source(&mut tx, &ctx(), "  ", DataSourceKind::Csv, MatchingKey::Email).await;
+        let bad = directory::create_data_source(
+            &mut tx,
+            &ctx(),
+            "  ",
+            DataSourceKind::Csv,
+            MatchingKey::Email,
+        )
+        .await;
         assert!(matches!(bad, Err(StoreError::Invalid(_))));
-        assert!(directory::get_data_source(db, "nope").await.unwrap_err().is_not_found());
+        assert!(
+            directory::get_data_source(db, "nope")
+                .await
+                .unwrap_err()
+                .is_not_found()
+        );
     }
 }
 
@@ -145,48 +193,110 @@ async fn identities_round_trip_with_status_manager_and_paging() {
     for t in TestDb::all().await {
         let db = &t.db;
         let mut tx = db.begin().await.unwrap();
-        let ds = directory::create_data_source(&mut tx, &ctx(), "HR", DataSourceKind::Hr, MatchingKey::EmployeeNumber)
-            .await
-            .unwrap();
+        let ds = directory::create_data_source(
+            &mut tx,
+            &ctx(),
+            "HR",
+            DataSourceKind::Hr,
+            MatchingKey::EmployeeNumber,
+        )
+        .await
+        .unwrap();
         let mut attrs = person("Alice");
         attrs.extra = Some(json!({"costCenter": "42"}));
         attrs.department = Some("Finance".into());
-        let alice = directory::create_identity(&mut tx, &ctx(), &ds.id, IdentityKind::Person, attrs).await.unwrap();
-        let bob = directory::create_identity(&mut tx, &ctx(), &ds.id, IdentityKind::Service, person("bob")).await.unwrap();
-        directory::set_manager(&mut tx, &ctx(), &bob.id, Some(&alice.id)).await.unwrap();
+        let alice =
+            directory::create_identity(&mut tx, &ctx(), &ds.id, IdentityKind::Person, attrs)
+                .await
+                .unwrap();
+        let bob = directory::create_identity(
+            &mut tx,
+            &ctx(),
+            &ds.id,
+            IdentityKind::Service,
+            person("bob"),
+        )
+        .await
+        .unwrap();
+        directory::set_manager(&mut tx, &ctx(), &bob.id, Some(&alice.id))
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
 
         let got = directory::get_identity(db, &alice.id).await.unwrap();
         assert_eq!(got, alice);
         let got_bob = directory::get_identity(db, &bob.id).await.unwrap();
-        assert_eq!(got_bob.attributes.manager_id.as_deref(), Some(alice.id.as_str()));
+        assert_eq!(
+            got_bob.attributes.manager_id.as_deref(),
+            Some(alice.id.as_str())
+        );
         assert_eq!(got_bob.kind, IdentityKind::Service);
         assert_eq!(got_bob.version, 2);
 
         // userName is unique per data source, case-insensitively.
         let mut tx = db.begin().await.unwrap();
-        let dup = directory::create_identity(&mut tx, &ctx(), &ds.id, IdentityKind::Person, person("ALICE")).await;
+        let dup = directory::create_identity(
+            &mut tx,
+            &ctx(),
+            &ds.id,
+            IdentityKind::Person,
+            person("ALICE"),
+        )
+        .await;
         assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
         drop(tx);
 
         // Suspend keeps the identity visible; delete hides it and frees the userName.
         let mut tx = db.begin().await.unwrap();
-        directory::set_identity_status(&mut tx, &ctx(), &alice.id, IdentityStatus::Suspended).await.unwrap();
+        directory::set_identity_status(&mut tx, &ctx(), &alice.id, IdentityStatus::Suspended)
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
-        assert_eq!(directory::get_identity(db, &alice.id).await.unwrap().status, IdentityStatus::Suspended);
+        assert_eq!(
+            directory::get_identity(db, &alice.id).await.unwrap().status,
+            IdentityStatus::Suspended
+        );
         let mut tx = db.begin().await.unwrap();
-        directory::set_identity_status(&mut tx, &ctx(), &alice.id, IdentityStatus::Deleted).await.unwrap();
-        let again = directory::create_identity(&mut tx, &ctx(), &ds.id, IdentityKind::Person, person("alice")).await.unwrap();
+        directory::set_identity_status(&mut tx, &ctx(), &alice.id, IdentityStatus::Deleted)
+            .await
+            .unwrap();
+        let again = directory::create_identity(
+            &mut tx,
+            &ctx(),
+            &ds.id,
+            IdentityKind::Person,
+            person("alice"),
+        )
+        .await
+        .unwrap();
         tx.commit().await.unwrap();
-        assert!(directory::get_identity(db, &alice.id).await.unwrap_err().is_not_found());
+        assert!(
+            directory::get_identity(db, &alice.id)
+                .await
+                .unwrap_err()
+                .is_not_found()
+        );
 
-        let page1 = directory::list_identities(db, Some(&ds.id), None, 1).await.unwrap();
+        let page1 = directory::list_identities(db, Some(&ds.id), None, 1)
+            .await
+            .unwrap();
         assert_eq!(page1.len(), 1);
-        let page2 = directory::list_identities(db, Some(&ds.id), Some(&page1[0].id), 10).await.unwrap();
-        let all: Vec<String> = page1.iter().chain(page2.iter()).map(|i| i.id.clone()).collect();
+        let page2 = directory::list_identities(db, Some(&ds.id), Some(&page1[0].id), 10)
+            .await
+            .unwrap();
+        let all: Vec<String> = page1
+            .iter()
+            .chain(page2.iter())
+            .map(|i| i.id.clone())
+            .collect();
         assert_eq!(all, vec![bob.id.clone(), again.id.clone()]);
         assert_eq!(directory::count_identities(db).await.unwrap(), 2);
-        assert!(directory::list_identities(db, Some("other"), None, 10).await.unwrap().is_empty());
+        assert!(
+            directory::list_identities(db, Some("other"), None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }
 
@@ -195,17 +305,33 @@ async fn groups_and_members_round_trip() {
     for t in TestDb::all().await {
         let db = &t.db;
         let mut tx = db.begin().await.unwrap();
-        let ds = directory::create_data_source(&mut tx, &ctx(), "Okta", DataSourceKind::Scim, MatchingKey::UserName)
-            .await
-            .unwrap();
-        let other = directory::create_data_source(&mut tx, &ctx(), "Other", DataSourceKind::Scim, MatchingKey::UserName)
-            .await
-            .unwrap();
+        let ds = directory::create_data_source(
+            &mut tx,
+            &ctx(),
+            "Okta",
+            DataSourceKind::Scim,
+            MatchingKey::UserName,
+        )
+        .await
+        .unwrap();
+        let other = directory::create_data_source(
+            &mut tx,
+            &ctx(),
+            "Other",
+            DataSourceKind::Scim,
+            MatchingKey::UserName,
+        )
+        .await
+        .unwrap();
         let eng = directory::create_group(
             &mut tx,
             &ctx(),
             &ds.id,
-            GroupAttributes { display_name: "Engineering".into(), description: Some("d".into()), ..Default::default() },
+            GroupAttributes {
+                display_name: "Engineering".into(),
+                description: Some("d".into()),
+                ..Default::default()
+            },
         )
         .await
         .unwrap();
@@ -213,29 +339,73 @@ async fn groups_and_members_round_trip() {
             &mut tx,
             &ctx(),
             &ds.id,
-            GroupAttributes { display_name: "Platform".into(), ..Default::default() },
+            GroupAttributes {
+                display_name: "Platform".into(),
+                ..Default::default()
+            },
         )
         .await
         .unwrap();
-        let alice = directory::create_identity(&mut tx, &ctx(), &ds.id, IdentityKind::Person, person("alice")).await.unwrap();
-        let stranger =
-            directory::create_identity(&mut tx, &ctx(), &other.id, IdentityKind::Person, person("carol")).await.unwrap();
-        assert!(directory::add_group_member(&mut tx, &ctx(), &eng.id, MemberKind::Identity, &alice.id).await.unwrap());
-        assert!(!directory::add_group_member(&mut tx, &ctx(), &eng.id, MemberKind::Identity, &alice.id).await.unwrap());
-        assert!(directory::add_group_member(&mut tx, &ctx(), &eng.id, MemberKind::Group, &team.id).await.unwrap());
+        let alice = directory::create_identity(
+            &mut tx,
+            &ctx(),
+            &ds.id,
+            IdentityKind::Person,
+            person("alice"),
+        )
+        .await
+        .unwrap();
+        let stranger = directory::create_identity(
+            &mut tx,
+            &ctx(),
+            &other.id,
+            IdentityKind::Person,
+            person("carol"),
+        )
+        .await
+        .unwrap();
+        assert!(
+            directory::add_group_member(&mut tx, &ctx(), &eng.id, MemberKind::Identity, &alice.id)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !directory::add_group_member(&mut tx, &ctx(), &eng.id, MemberKind::Identity, &alice.id)
+                .await
+                .unwrap()
+        );
+        assert!(
+            directory::add_group_member(&mut tx, &ctx(), &eng.id, MemberKind::Group, &team.id)
+                .await
+                .unwrap()
+        );
         tx.commit().await.unwrap();
 
         // A member from another data source is never mixed in.
         let mut tx = db.begin().await.unwrap();
-        let cross = directory::add_group_member(&mut tx, &ctx(), &eng.id, MemberKind::Identity, &stranger.id).await;
-        assert!(matches!(cross, Err(StoreError::NotFound { .. })), "{cross:?}");
-        let selfish = directory::add_group_member(&mut tx, &ctx(), &eng.id, MemberKind::Group, &eng.id).await;
+        let cross = directory::add_group_member(
+            &mut tx,
+            &ctx(),
+            &eng.id,
+            MemberKind::Identity,
+            &stranger.id,
+        )
+        .await;
+        assert!(
+            matches!(cross, Err(StoreError::NotFound { .. })),
+            "{cross:?}"
+        );
+        let selfish =
+            directory::add_group_member(&mut tx, &ctx(), &eng.id, MemberKind::Group, &eng.id).await;
         assert!(matches!(selfish, Err(StoreError::Conflict(_))));
         let dup = directory::create_group(
             &mut tx,
             &ctx(),
             &ds.id,
-            GroupAttributes { display_name: "engineering".into(), ..Default::default() },
+            GroupAttributes {
+                display_name: "engineering".into(),
+                ..Default::default()
+            },
         )
         .await;
         assert!(matches!(dup, Err(StoreError::Conflict(_))));
@@ -244,20 +414,72 @@ async fn groups_and_members_round_trip() {
         let got = directory::get_group(db, &eng.id).await.unwrap();
         assert_eq!(got.attributes, eng.attributes);
         assert_eq!(got.version, 3, "each membership change bumps the version");
-        let members = directory::list_group_members(db, &eng.id, None, 10).await.unwrap();
-        let ids: Vec<(MemberKind, String)> = members.iter().map(|m| (m.member_kind, m.member_id.clone())).collect();
-        assert_eq!(ids, vec![(MemberKind::Group, team.id.clone()), (MemberKind::Identity, alice.id.clone())]);
-        let next = directory::list_group_members(db, &eng.id, Some((MemberKind::Group, &team.id)), 10).await.unwrap();
+        let members = directory::list_group_members(db, &eng.id, None, 10)
+            .await
+            .unwrap();
+        let ids: Vec<(MemberKind, String)> = members
+            .iter()
+            .map(|m| (m.member_kind, m.member_id.clone()))
+            .collect();
+        assert_eq!(
+            ids,
+            vec![
+                (MemberKind::Group, team.id.clone()),
+                (MemberKind::Identity, alice.id.clone())
+            ]
+        );
+        let next =
+            directory::list_group_members(db, &eng.id, Some((MemberKind::Group, &team.id)), 10)
+                .await
+                .unwrap();
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].member_id, alice.id);
 
         let mut tx = db.begin().await.unwrap();
-        assert!(directory::remove_group_member(&mut tx, &ctx(), &eng.id, MemberKind::Identity, &alice.id).await.unwrap());
-        assert!(!directory::remove_group_member(&mut tx, &ctx(), &eng.id, MemberKind::Identity, &alice.id).await.unwrap());
+        assert!(
+            directory::remove_group_member(
+                &mut tx,
+                &ctx(),
+                &eng.id,
+                MemberKind::Identity,
+                &alice.id
+            )
+            .await
+            .unwrap()
+        );
+        assert!(
+            !directory::remove_group_member(
+                &mut tx,
+                &ctx(),
+                &eng.id,
+                MemberKind::Identity,
+                &alice.id
+            )
+            .await
+            .unwrap()
+        );
         tx.commit().await.unwrap();
-        assert_eq!(directory::list_group_members(db, &eng.id, None, 10).await.unwrap().len(), 1);
-        assert_eq!(directory::list_groups(db, Some(&ds.id), None, 10).await.unwrap().len(), 2);
-        assert_eq!(directory::list_groups(db, Some(&ds.id), Some(&eng.id), 10).await.unwrap()[0].id, team.id);
+        assert_eq!(
+            directory::list_group_members(db, &eng.id, None, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            directory::list_groups(db, Some(&ds.id), None, 10)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            directory::list_groups(db, Some(&ds.id), Some(&eng.id), 10)
+                .await
+                .unwrap()[0]
+                .id,
+            team.id
+        );
     }
 }
 
@@ -265,9 +487,22 @@ async fn groups_and_members_round_trip() {
 async fn a_rolled_back_change_leaves_neither_row_nor_audit_entry() {
     for t in TestDb::all().await {
         let mut tx = t.db.begin().await.unwrap();
-        directory::create_data_source(&mut tx, &ctx(), "Gone", DataSourceKind::Csv, MatchingKey::Email).await.unwrap();
+        directory::create_data_source(
+            &mut tx,
+            &ctx(),
+            "Gone",
+            DataSourceKind::Csv,
+            MatchingKey::Email,
+        )
+        .await
+        .unwrap();
         drop(tx);
-        assert!(directory::list_data_sources(&t.db).await.unwrap().is_empty());
+        assert!(
+            directory::list_data_sources(&t.db)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert!(audit::list_after(&t.db, 0, 10).await.unwrap().is_empty());
         audit::verify(&t.db).await.unwrap();
     }
@@ -283,24 +518,53 @@ async fn admin_tokens_authenticate_until_revoked() {
         let mut tx = db.begin().await.unwrap();
         let (token, value) = admin_tokens::create(&mut tx, &ctx(), "ops").await.unwrap();
         tx.commit().await.unwrap();
-        assert_eq!(admin_tokens::authenticate(db, &value).await.unwrap(), Some(token.clone()));
-        assert_eq!(admin_tokens::authenticate(db, "tsr_adm_wrong").await.unwrap(), None);
+        assert_eq!(
+            admin_tokens::authenticate(db, &value).await.unwrap(),
+            Some(token.clone())
+        );
+        assert_eq!(
+            admin_tokens::authenticate(db, "tsr_adm_wrong")
+                .await
+                .unwrap(),
+            None
+        );
         // Only the digest is stored.
         let stored: Vec<String> = with_pool!(db, |pool| {
-            sqlx::query_scalar("SELECT token_digest FROM admin_tokens").fetch_all(pool).await.unwrap()
+            sqlx::query_scalar("SELECT token_digest FROM admin_tokens")
+                .fetch_all(pool)
+                .await
+                .unwrap()
         });
         assert_eq!(stored, vec![tessera_domain::secret::digest(&value)]);
 
         let mut tx = db.begin().await.unwrap();
-        let revoked = admin_tokens::revoke(&mut tx, &ctx(), &token.id).await.unwrap();
-        admin_tokens::revoke(&mut tx, &ctx(), &token.id).await.unwrap();
-        assert!(admin_tokens::revoke(&mut tx, &ctx(), "missing").await.unwrap_err().is_not_found());
+        let revoked = admin_tokens::revoke(&mut tx, &ctx(), &token.id)
+            .await
+            .unwrap();
+        admin_tokens::revoke(&mut tx, &ctx(), &token.id)
+            .await
+            .unwrap();
+        assert!(
+            admin_tokens::revoke(&mut tx, &ctx(), "missing")
+                .await
+                .unwrap_err()
+                .is_not_found()
+        );
         tx.commit().await.unwrap();
         assert!(revoked.revoked_at.is_some());
         assert_eq!(admin_tokens::authenticate(db, &value).await.unwrap(), None);
         assert_eq!(admin_tokens::list(db).await.unwrap().len(), 1);
-        let actions: Vec<String> = audit::list_after(db, 0, 10).await.unwrap().into_iter().map(|e| e.action).collect();
-        assert_eq!(actions, ["admin_token.create", "admin_token.revoke"], "a repeated revoke records nothing");
+        let actions: Vec<String> = audit::list_after(db, 0, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        assert_eq!(
+            actions,
+            ["admin_token.create", "admin_token.revoke"],
+            "a repeated revoke records nothing"
+        );
     }
 }
 
@@ -312,28 +576,47 @@ async fn bootstrap_creates_one_token_only_when_none_is_active() {
         let short = admin_tokens::bootstrap(db, &sys, Some("short")).await;
         assert!(matches!(short, Err(StoreError::Invalid(_))));
         let supplied = "a-supplied-bootstrap-token-0123456789";
-        match admin_tokens::bootstrap(db, &sys, Some(supplied)).await.unwrap() {
+        match admin_tokens::bootstrap(db, &sys, Some(supplied))
+            .await
+            .unwrap()
+        {
             admin_tokens::Bootstrap::StoredSupplied(_) => {}
             other => panic!("{other:?}"),
         }
-        assert!(admin_tokens::authenticate(db, supplied).await.unwrap().is_some());
+        assert!(
+            admin_tokens::authenticate(db, supplied)
+                .await
+                .unwrap()
+                .is_some()
+        );
         assert!(matches!(
             admin_tokens::bootstrap(db, &sys, None).await.unwrap(),
             admin_tokens::Bootstrap::AlreadyPresent
         ));
 
         // Concurrent starts over an empty token table create exactly one token.
-        let fresh = TestDb::all().await.into_iter().find(|f| f.backend() == t.backend()).unwrap();
+        let fresh = TestDb::all()
+            .await
+            .into_iter()
+            .find(|f| f.backend() == t.backend())
+            .unwrap();
         let tasks: Vec<_> = (0..8)
             .map(|_| {
                 let db = fresh.db.clone();
-                tokio::spawn(async move { admin_tokens::bootstrap(&db, &ChangeContext::new(Actor::system()), None).await })
+                tokio::spawn(async move {
+                    admin_tokens::bootstrap(&db, &ChangeContext::new(Actor::system()), None).await
+                })
             })
             .collect();
         let mut generated = 0;
         for task in tasks {
             if let admin_tokens::Bootstrap::Generated(_, value) = task.await.unwrap().unwrap() {
-                assert!(admin_tokens::authenticate(&fresh.db, &value).await.unwrap().is_some());
+                assert!(
+                    admin_tokens::authenticate(&fresh.db, &value)
+                        .await
+                        .unwrap()
+                        .is_some()
+                );
                 generated += 1;
             }
         }
@@ -348,9 +631,15 @@ async fn bootstrap_creates_one_token_only_when_none_is_active() {
 async fn seed_audit(db: &Db, n: usize) {
     for i in 0..n {
         let mut tx = db.begin().await.unwrap();
-        directory::create_data_source(&mut tx, &ctx(), &format!("ds{i}"), DataSourceKind::Csv, MatchingKey::Email)
-            .await
-            .unwrap();
+        directory::create_data_source(
+            &mut tx,
+            &ctx(),
+            &format!("ds{i}"),
+            DataSourceKind::Csv,
+            MatchingKey::Email,
+        )
+        .await
+        .unwrap();
         tx.commit().await.unwrap();
     }
 }
@@ -380,12 +669,18 @@ async fn audit_entries_carry_the_change_and_the_chain_verifies() {
         assert_eq!(first.action, "data_source.create");
         assert_eq!(first.actor_kind, ActorKind::Cli.as_str());
         assert_eq!(first.request_id.as_deref(), Some("req-1"));
-        assert_eq!(first.details, r#"{"kind":"csv","matching_key":"email","name":"ds0"}"#);
+        assert_eq!(
+            first.details,
+            r#"{"kind":"csv","matching_key":"email","name":"ds0"}"#
+        );
         assert_eq!(first.prev_hash, tessera_domain::audit::GENESIS_HASH);
         assert_eq!(entries[1].prev_hash, first.hash);
         let summary = audit::verify(&t.db).await.unwrap();
         assert_eq!(summary.entries, 5);
-        assert_eq!(audit::head(&t.db).await.unwrap(), (5, entries[4].hash.clone()));
+        assert_eq!(
+            audit::head(&t.db).await.unwrap(),
+            (5, entries[4].hash.clone())
+        );
     }
 }
 
@@ -394,10 +689,16 @@ async fn the_audit_log_refuses_updates_and_deletes() {
     for t in TestDb::all().await {
         seed_audit(&t.db, 1).await;
         let update = with_pool!(t.db, |pool| {
-            sqlx::query("UPDATE audit_log SET action = 'x'").execute(pool).await.map(|_| ())
+            sqlx::query("UPDATE audit_log SET action = 'x'")
+                .execute(pool)
+                .await
+                .map(|_| ())
         });
         assert!(update.unwrap_err().to_string().contains("append-only"));
-        let delete = with_pool!(t.db, |pool| sqlx::query("DELETE FROM audit_log").execute(pool).await.map(|_| ()));
+        let delete = with_pool!(t.db, |pool| sqlx::query("DELETE FROM audit_log")
+            .execute(pool)
+            .await
+            .map(|_| ()));
         assert!(delete.unwrap_err().to_string().contains("append-only"));
     }
 }
@@ -407,9 +708,19 @@ async fn verify_names_an_edited_entry() {
     for t in TestDb::all().await {
         seed_audit(&t.db, 5).await;
         allow_tampering(&t.db).await;
-        exec(&t.db, "UPDATE audit_log SET details = '{\"name\":\"forged\"}' WHERE seq = 3").await;
+        exec(
+            &t.db,
+            "UPDATE audit_log SET details = '{\"name\":\"forged\"}' WHERE seq = 3",
+        )
+        .await;
         let err = audit::verify(&t.db).await.unwrap_err();
-        assert!(matches!(err, audit::VerifyError::Broken(ChainBreak::Altered { seq: 3 })), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                audit::VerifyError::Broken(ChainBreak::Altered { seq: 3 })
+            ),
+            "{err:?}"
+        );
     }
 }
 
@@ -420,15 +731,34 @@ async fn verify_names_a_deleted_entry() {
         allow_tampering(&t.db).await;
         exec(&t.db, "DELETE FROM audit_log WHERE seq = 2").await;
         let err = audit::verify(&t.db).await.unwrap_err();
-        assert!(matches!(err, audit::VerifyError::Broken(ChainBreak::Missing { expected: 2, found: 3 })), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                audit::VerifyError::Broken(ChainBreak::Missing {
+                    expected: 2,
+                    found: 3
+                })
+            ),
+            "{err:?}"
+        );
 
         // Removing the newest entry is caught by the head.
-        let t2 = TestDb::all().await.into_iter().find(|x| x.backend() == t.backend()).unwrap();
+        let t2 = TestDb::all()
+            .await
+            .into_iter()
+            .find(|x| x.backend() == t.backend())
+            .unwrap();
         seed_audit(&t2.db, 3).await;
         allow_tampering(&t2.db).await;
         exec(&t2.db, "DELETE FROM audit_log WHERE seq = 3").await;
         let err = audit::verify(&t2.db).await.unwrap_err();
-        assert!(matches!(err, audit::VerifyError::Broken(ChainBreak::HeadMismatch { last_seq: 2, head_seq: 3 })));
+        assert!(matches!(
+            err,
+            audit::VerifyError::Broken(ChainBreak::HeadMismatch {
+                last_seq: 2,
+                head_seq: 3
+            })
+        ));
     }
 }
 
@@ -442,7 +772,13 @@ async fn verify_names_a_reordered_entry() {
         exec(&t.db, "UPDATE audit_log SET seq = 2 WHERE seq = 4").await;
         exec(&t.db, "UPDATE audit_log SET seq = 4 WHERE seq = -2").await;
         let err = audit::verify(&t.db).await.unwrap_err();
-        assert!(matches!(err, audit::VerifyError::Broken(ChainBreak::Unlinked { seq: 2 })), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                audit::VerifyError::Broken(ChainBreak::Unlinked { seq: 2 })
+            ),
+            "{err:?}"
+        );
     }
 }
 
@@ -454,9 +790,15 @@ async fn concurrent_writers_keep_the_chain_linear() {
                 let db = t.db.clone();
                 tokio::spawn(async move {
                     let mut tx = db.begin().await.unwrap();
-                    directory::create_data_source(&mut tx, &ctx(), &format!("c{i}"), DataSourceKind::Csv, MatchingKey::Email)
-                        .await
-                        .unwrap();
+                    directory::create_data_source(
+                        &mut tx,
+                        &ctx(),
+                        &format!("c{i}"),
+                        DataSourceKind::Csv,
+                        MatchingKey::Email,
+                    )
+                    .await
+                    .unwrap();
                     tx.commit().await.unwrap();
                 })
             })
@@ -495,7 +837,10 @@ async fn request_logs_round_trip_and_purge_by_age() {
         let db = &t.db;
         let mut batch = Batch::default();
         for i in 0..450 {
-            batch.api_events.push(api_event(&format!("e{i:03}"), if i < 300 { 1_000 } else { 5_000 }));
+            batch.api_events.push(api_event(
+                &format!("e{i:03}"),
+                if i < 300 { 1_000 } else { 5_000 },
+            ));
         }
         batch.details.push(ApiEventDetail {
             api_event_id: "e000".into(),
@@ -520,22 +865,58 @@ async fn request_logs_round_trip_and_purge_by_age() {
         });
         request_log::write_batch(db, &batch).await.unwrap();
 
-        assert_eq!(request_log::api_events_for_request(db, "r-e000").await.unwrap(), vec![batch.api_events[0].clone()]);
-        assert_eq!(request_log::api_event_detail(db, "e000").await.unwrap(), Some(batch.details[0].clone()));
-        assert_eq!(request_log::log_events_for_request(db, "r-e000").await.unwrap(), batch.log_events);
-        assert_eq!(request_log::recent_api_events(db, 1).await.unwrap()[0].occurred_at, 5_000);
+        assert_eq!(
+            request_log::api_events_for_request(db, "r-e000")
+                .await
+                .unwrap(),
+            vec![batch.api_events[0].clone()]
+        );
+        assert_eq!(
+            request_log::api_event_detail(db, "e000").await.unwrap(),
+            Some(batch.details[0].clone())
+        );
+        assert_eq!(
+            request_log::log_events_for_request(db, "r-e000")
+                .await
+                .unwrap(),
+            batch.log_events
+        );
+        assert_eq!(
+            request_log::recent_api_events(db, 1).await.unwrap()[0].occurred_at,
+            5_000
+        );
 
         let purged = request_log::purge_older_than(db, 2_000, 100).await.unwrap();
-        assert_eq!(purged, request_log::Purged { api_events: 300, log_events: 1 });
-        assert_eq!(request_log::recent_api_events(db, 1000).await.unwrap().len(), 150);
-        assert_eq!(request_log::api_event_detail(db, "e000").await.unwrap(), None);
+        assert_eq!(
+            purged,
+            request_log::Purged {
+                api_events: 300,
+                log_events: 1
+            }
+        );
+        assert_eq!(
+            request_log::recent_api_events(db, 1000)
+                .await
+                .unwrap()
+                .len(),
+            150
+        );
+        assert_eq!(
+            request_log::api_event_detail(db, "e000").await.unwrap(),
+            None
+        );
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Jobs
 
-fn job(kind: &str, key: Option<&'static str>, run_at: i64, interval_ms: Option<i64>) -> NewJob<'static> {
+fn job(
+    kind: &str,
+    key: Option<&'static str>,
+    run_at: i64,
+    interval_ms: Option<i64>,
+) -> NewJob<'static> {
     NewJob {
         kind: Box::leak(kind.to_owned().into_boxed_str()),
         dedupe_key: key,
@@ -552,29 +933,67 @@ async fn jobs_are_claimed_under_leases_and_retried() {
     for t in TestDb::all_with_clock(Arc::new(clock.clone())).await {
         let db = &t.db;
         clock.set(1_000_000);
-        let a = jobs::enqueue(db, job("a", Some("only"), 1_000_000, None)).await.unwrap().unwrap();
-        assert_eq!(jobs::enqueue(db, job("a", Some("only"), 1_000_000, None)).await.unwrap(), None, "deduplicated");
-        jobs::enqueue(db, job("later", None, 2_000_000, None)).await.unwrap().unwrap();
+        let a = jobs::enqueue(db, job("a", Some("only"), 1_000_000, None))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            jobs::enqueue(db, job("a", Some("only"), 1_000_000, None))
+                .await
+                .unwrap(),
+            None,
+            "deduplicated"
+        );
+        jobs::enqueue(db, job("later", None, 2_000_000, None))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(jobs::queued_count(db).await.unwrap(), 2);
 
         let claimed = jobs::claim_due(db, "w1", 60_000, 10).await.unwrap();
-        assert_eq!(claimed.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), [a.as_str()]);
+        assert_eq!(
+            claimed.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+            [a.as_str()]
+        );
         assert_eq!(claimed[0].attempts, 1);
         assert_eq!(claimed[0].payload, r#"{"k":"a"}"#);
-        assert!(jobs::claim_due(db, "w2", 60_000, 10).await.unwrap().is_empty(), "leased to w1");
+        assert!(
+            jobs::claim_due(db, "w2", 60_000, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "leased to w1"
+        );
 
         // A worker that dies loses its lease; another picks the job up.
         clock.advance(60_001);
         let reclaimed = jobs::claim_due(db, "w2", 60_000, 10).await.unwrap();
         assert_eq!(reclaimed.len(), 1);
-        assert!(!jobs::complete(db, &claimed[0], "w1").await.unwrap(), "w1 no longer holds it");
-        assert!(jobs::fail(db, &reclaimed[0], "w2", "boom", 1_000).await.unwrap());
+        assert!(
+            !jobs::complete(db, &claimed[0], "w1").await.unwrap(),
+            "w1 no longer holds it"
+        );
+        assert!(
+            jobs::fail(db, &reclaimed[0], "w2", "boom", 1_000)
+                .await
+                .unwrap()
+        );
         let after_fail = jobs::get(db, &a).await.unwrap().unwrap();
-        assert_eq!((after_fail.status.as_str(), after_fail.attempts), (jobs::FAILED, 2), "max_attempts reached");
+        assert_eq!(
+            (after_fail.status.as_str(), after_fail.attempts),
+            (jobs::FAILED, 2),
+            "max_attempts reached"
+        );
         assert_eq!(after_fail.last_error.as_deref(), Some("boom"));
 
         // Recurring jobs return to the queue after completing.
-        let r = jobs::enqueue(db, job("recurring", Some("r"), clock.now_ms(), Some(3_600_000))).await.unwrap().unwrap();
+        let r = jobs::enqueue(
+            db,
+            job("recurring", Some("r"), clock.now_ms(), Some(3_600_000)),
+        )
+        .await
+        .unwrap()
+        .unwrap();
         let claimed = jobs::claim_due(db, "w3", 60_000, 10).await.unwrap();
         assert_eq!(claimed.len(), 1);
         assert!(jobs::complete(db, &claimed[0], "w3").await.unwrap());
@@ -589,7 +1008,9 @@ async fn jobs_are_claimed_under_leases_and_retried() {
 async fn concurrent_claimers_never_share_a_job() {
     for t in TestDb::all().await {
         for i in 0..40 {
-            jobs::enqueue(&t.db, job(&format!("k{i}"), None, 0, None)).await.unwrap();
+            jobs::enqueue(&t.db, job(&format!("k{i}"), None, 0, None))
+                .await
+                .unwrap();
         }
         let tasks: Vec<_> = (0..4)
             .map(|w| {
@@ -597,7 +1018,9 @@ async fn concurrent_claimers_never_share_a_job() {
                 tokio::spawn(async move {
                     let mut mine = Vec::new();
                     loop {
-                        let got = jobs::claim_due(&db, &format!("w{w}"), 60_000, 3).await.unwrap();
+                        let got = jobs::claim_due(&db, &format!("w{w}"), 60_000, 3)
+                            .await
+                            .unwrap();
                         if got.is_empty() {
                             return mine;
                         }

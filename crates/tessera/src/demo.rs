@@ -17,209 +17,62 @@ use crate::config::Config;
 pub const DEFAULT_DIR: &str = "./tessera-demo";
 const MARKER: &str = ".tessera-demo";
 
-/// (employee number, given name, family name, department, title, manager's employee number)
-const PEOPLE: &[(&str, &str, &str, &str, &str, Option<&str>)] = &[
-    (
-        "E1001",
-        "Amara",
-        "Okafor",
-        "Executive",
-        "Chief Executive Officer",
-        None,
-    ),
-    (
-        "E1002",
-        "Lukas",
-        "Brandt",
-        "Engineering",
-        "VP Engineering",
-        Some("E1001"),
-    ),
-    (
-        "E1003",
-        "Priya",
-        "Raman",
-        "Product",
-        "Head of Product",
-        Some("E1001"),
-    ),
-    (
-        "E1004",
-        "Diego",
-        "Fernández",
-        "Sales",
-        "VP Sales",
-        Some("E1001"),
-    ),
-    (
-        "E1005",
-        "Hannah",
-        "Schulz",
-        "Finance",
-        "Chief Financial Officer",
-        Some("E1001"),
-    ),
-    (
-        "E1006",
-        "Kwame",
-        "Mensah",
-        "People",
-        "Head of People",
-        Some("E1001"),
-    ),
-    ("E1007", "Mei", "Chen", "IT", "IT Manager", Some("E1002")),
-    (
-        "E1010",
-        "Sofia",
-        "Rossi",
-        "Engineering",
-        "Engineering Manager, Platform",
-        Some("E1002"),
-    ),
-    (
-        "E1011",
-        "Tom",
-        "Becker",
-        "Engineering",
-        "Senior Platform Engineer",
-        Some("E1010"),
-    ),
-    (
-        "E1012",
-        "Aisha",
-        "Khan",
-        "Engineering",
-        "Platform Engineer",
-        Some("E1010"),
-    ),
-    (
-        "E1013",
-        "Jonas",
-        "Lindqvist",
-        "Engineering",
-        "Site Reliability Engineer",
-        Some("E1010"),
-    ),
-    (
-        "E1014",
-        "Yuki",
-        "Tanaka",
-        "Engineering",
-        "Engineering Manager, Robotics",
-        Some("E1002"),
-    ),
-    (
-        "E1015",
-        "Carlos",
-        "Mendes",
-        "Engineering",
-        "Robotics Engineer",
-        Some("E1014"),
-    ),
-    (
-        "E1016",
-        "Fatima",
-        "Zahra",
-        "Engineering",
-        "Firmware Engineer",
-        Some("E1014"),
-    ),
-    (
-        "E1017",
-        "Liam",
-        "O'Connor",
-        "Engineering",
-        "QA Engineer",
-        Some("E1014"),
-    ),
-    (
-        "E1020",
-        "Elena",
-        "Petrova",
-        "Product",
-        "Product Manager",
-        Some("E1003"),
-    ),
-    (
-        "E1021",
-        "Noah",
-        "Williams",
-        "Product",
-        "Product Designer",
-        Some("E1003"),
-    ),
-    (
-        "E1030",
-        "Grace",
-        "Adeyemi",
-        "Sales",
-        "Account Executive",
-        Some("E1004"),
-    ),
-    (
-        "E1031",
-        "Mateo",
-        "García",
-        "Sales",
-        "Account Executive",
-        Some("E1004"),
-    ),
-    (
-        "E1032",
-        "Chloe",
-        "Martin",
-        "Sales",
-        "Sales Engineer",
-        Some("E1004"),
-    ),
-    (
-        "E1040",
-        "Oliver",
-        "Smith",
-        "Finance",
-        "Financial Controller",
-        Some("E1005"),
-    ),
-    (
-        "E1041",
-        "Isabella",
-        "Costa",
-        "Finance",
-        "Accountant",
-        Some("E1040"),
-    ),
-    (
-        "E1050",
-        "Ravi",
-        "Patel",
-        "People",
-        "HR Business Partner",
-        Some("E1006"),
-    ),
-    (
-        "E1051",
-        "Zoe",
-        "Dubois",
-        "People",
-        "Recruiter",
-        Some("E1006"),
-    ),
-    (
-        "E1060",
-        "Ahmed",
-        "Hassan",
-        "IT",
-        "Systems Administrator",
-        Some("E1007"),
-    ),
-    (
-        "E1061",
-        "Nina",
-        "Kowalski",
-        "IT",
-        "Service Desk Analyst",
-        Some("E1007"),
-    ),
+/// One person of the demo organisation.
+struct Person {
+    number: &'static str,
+    given: &'static str,
+    family: &'static str,
+    department: &'static str,
+    title: &'static str,
+    manager: Option<&'static str>,
+}
+
+const fn p(
+    number: &'static str,
+    given: &'static str,
+    family: &'static str,
+    department: &'static str,
+    title: &'static str,
+    manager: Option<&'static str>,
+) -> Person {
+    Person {
+        number,
+        given,
+        family,
+        department,
+        title,
+        manager,
+    }
+}
+
+#[rustfmt::skip]
+const PEOPLE: &[Person] = &[
+    p("E1001", "Amara", "Okafor", "Executive", "Chief Executive Officer", None),
+    p("E1002", "Lukas", "Brandt", "Engineering", "VP Engineering", Some("E1001")),
+    p("E1003", "Priya", "Raman", "Product", "Head of Product", Some("E1001")),
+    p("E1004", "Diego", "Fernández", "Sales", "VP Sales", Some("E1001")),
+    p("E1005", "Hannah", "Schulz", "Finance", "Chief Financial Officer", Some("E1001")),
+    p("E1006", "Kwame", "Mensah", "People", "Head of People", Some("E1001")),
+    p("E1007", "Mei", "Chen", "IT", "IT Manager", Some("E1002")),
+    p("E1010", "Sofia", "Rossi", "Engineering", "Engineering Manager, Platform", Some("E1002")),
+    p("E1011", "Tom", "Becker", "Engineering", "Senior Platform Engineer", Some("E1010")),
+    p("E1012", "Aisha", "Khan", "Engineering", "Platform Engineer", Some("E1010")),
+    p("E1013", "Jonas", "Lindqvist", "Engineering", "Site Reliability Engineer", Some("E1010")),
+    p("E1014", "Yuki", "Tanaka", "Engineering", "Engineering Manager, Robotics", Some("E1002")),
+    p("E1015", "Carlos", "Mendes", "Engineering", "Robotics Engineer", Some("E1014")),
+    p("E1016", "Fatima", "Zahra", "Engineering", "Firmware Engineer", Some("E1014")),
+    p("E1017", "Liam", "O'Connor", "Engineering", "QA Engineer", Some("E1014")),
+    p("E1020", "Elena", "Petrova", "Product", "Product Manager", Some("E1003")),
+    p("E1021", "Noah", "Williams", "Product", "Product Designer", Some("E1003")),
+    p("E1030", "Grace", "Adeyemi", "Sales", "Account Executive", Some("E1004")),
+    p("E1031", "Mateo", "García", "Sales", "Account Executive", Some("E1004")),
+    p("E1032", "Chloe", "Martin", "Sales", "Sales Engineer", Some("E1004")),
+    p("E1040", "Oliver", "Smith", "Finance", "Financial Controller", Some("E1005")),
+    p("E1041", "Isabella", "Costa", "Finance", "Accountant", Some("E1040")),
+    p("E1050", "Ravi", "Patel", "People", "HR Business Partner", Some("E1006")),
+    p("E1051", "Zoe", "Dubois", "People", "Recruiter", Some("E1006")),
+    p("E1060", "Ahmed", "Hassan", "IT", "Systems Administrator", Some("E1007")),
+    p("E1061", "Nina", "Kowalski", "IT", "Service Desk Analyst", Some("E1007")),
 ];
 
 /// (group, description, members by employee number, member groups)
@@ -340,7 +193,15 @@ pub async fn load(db: &Db) -> anyhow::Result<()> {
     )
     .await?;
     let mut ids = std::collections::HashMap::new();
-    for (number, given, family, department, title, _) in PEOPLE {
+    for Person {
+        number,
+        given,
+        family,
+        department,
+        title,
+        ..
+    } in PEOPLE
+    {
         let mail = email(given, family);
         let identity = directory::create_identity(
             &mut tx,
@@ -364,7 +225,10 @@ pub async fn load(db: &Db) -> anyhow::Result<()> {
         .await?;
         ids.insert(*number, identity.id);
     }
-    for (number, .., manager) in PEOPLE {
+    for Person {
+        number, manager, ..
+    } in PEOPLE
+    {
         if let Some(manager) = manager {
             directory::set_manager(&mut tx, &ctx, &ids[number], Some(&ids[manager])).await?;
         }
