@@ -18,25 +18,58 @@ use std::borrow::Cow;
 /// What a removed value is replaced with.
 pub const REDACTED: &str = "[REDACTED]";
 
+/// Sensitive words, matched against names folded to lower-case ASCII letters and digits
+/// (so `client_secret`, `clientSecret` and `Client-Secret` all contain `secret`).
+const SENSITIVE_WORDS: [&str; 9] = [
+    "secret",
+    "token",
+    "password",
+    "passwd",
+    "authorization",
+    "cookie",
+    "clientassertion",
+    "privatekey",
+    "apikey",
+];
+
+/// Longest entry of [`SENSITIVE_WORDS`] (and of the prefilter's words).
+const WINDOW: usize = 16;
+
+/// Whether `text`, folded to lower-case ASCII alphanumerics, contains one of `words`.
+/// Runs without allocating: it keeps the last [`WINDOW`] folded bytes and checks their ends.
+fn folded_contains_any(text: &str, words: &[&str]) -> bool {
+    let mut window = [0u8; WINDOW];
+    let mut len = 0usize;
+    for b in text.bytes().filter(u8::is_ascii_alphanumeric) {
+        if len == WINDOW {
+            window.copy_within(1.., 0);
+            len -= 1;
+        }
+        let b = b.to_ascii_lowercase();
+        window[len] = b;
+        len += 1;
+        // Only a byte that ends some word can complete a match.
+        if words
+            .iter()
+            .any(|w| w.as_bytes().last() == Some(&b) && window[..len].ends_with(w.as_bytes()))
+        {
+            return true;
+        }
+    }
+    false
+}
+
 /// Whether a header, parameter or key name carries a secret.
 pub fn is_sensitive_name(name: &str) -> bool {
-    let folded: String = name
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
-    const NEEDLES: [&str; 9] = [
-        "secret",
-        "token",
-        "password",
-        "passwd",
-        "authorization",
-        "cookie",
-        "clientassertion",
-        "privatekey",
-        "apikey",
-    ];
-    NEEDLES.iter().any(|n| folded.contains(n))
+    folded_contains_any(name, &SENSITIVE_WORDS)
+}
+
+/// A cheap, conservative test: `false` only when `text` certainly holds nothing to redact, so
+/// the common body or path skips parsing. Anything that could hide a sensitive name (escapes,
+/// percent-encoding) or a key (`kty`, PEM, JWT, Tessera secret shapes) takes the full path.
+fn may_hold_secret(text: &str) -> bool {
+    const MARKERS: [&str; 6] = ["eyJ", "tsr_", "PRIVATE KEY", "\\u", "%", "kty"];
+    MARKERS.iter().any(|m| text.contains(m)) || folded_contains_any(text, &SENSITIVE_WORDS)
 }
 
 /// Whether a value as a whole must never be logged, whatever its name.
@@ -69,6 +102,9 @@ pub fn redact_path_and_query(path_and_query: &str) -> String {
 
 /// Redacts `application/x-www-form-urlencoded` text (also query strings).
 pub fn redact_form(form: &str) -> String {
+    if !may_hold_secret(form) {
+        return form.to_owned();
+    }
     form.split('&')
         .map(|pair| {
             let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -110,6 +146,9 @@ pub fn redact_body(content_type: Option<&str>, body: &[u8]) -> String {
     let Ok(text) = std::str::from_utf8(body) else {
         return format!("[binary body, {} bytes]", body.len());
     };
+    if !may_hold_secret(text) {
+        return text.to_owned();
+    }
     let mime = content_type
         .and_then(|c| c.split(';').next())
         .map(|c| c.trim().to_ascii_lowercase())
@@ -128,6 +167,9 @@ pub fn redact_body(content_type: Option<&str>, body: &[u8]) -> String {
 /// Redacts free text: sensitive `name=value` / `"name": "value"` pairs, PEM private keys,
 /// JWT-shaped and Tessera-secret-shaped values.
 pub fn redact_text(text: &str) -> String {
+    if !may_hold_secret(text) {
+        return text.to_owned();
+    }
     let text = redact_pem_blocks(text);
     let text = redact_named_values(&text);
     redact_token_shapes(&text)
@@ -459,6 +501,48 @@ mod tests {
     #[test]
     fn binary_bodies_are_not_stored() {
         assert_eq!(redact_body(None, &[0xff, 0xfe]), "[binary body, 2 bytes]");
+    }
+
+    #[test]
+    fn the_prefilter_only_skips_text_without_anything_to_redact() {
+        for plain in [
+            "",
+            "/healthz",
+            r#"{"status":"ok"}"#,
+            r#"{"userName":"alice","emails":[]}"#,
+        ] {
+            assert!(!may_hold_secret(plain), "{plain}");
+            assert_eq!(
+                redact_body(Some("application/json"), plain.as_bytes()),
+                plain
+            );
+        }
+        for risky in [
+            r#"{"Pass-Word":"x"}"#,
+            r#"{"pass\u0077ord":"x"}"#,
+            "client%5Fsecret=x",
+            r#"{"kty":"oct","k":"x"}"#,
+            "tsr_adm_xyz",
+            "xeyJhbGciOiJ",
+            "API_KEY: 1",
+        ] {
+            assert!(may_hold_secret(risky), "{risky}");
+        }
+        // The escaped key is still redacted once the slow path decodes it.
+        let r = redact_body(Some("application/json"), br#"{"pass\u0077ord":"hunter2"}"#);
+        assert!(!r.contains("hunter2"), "{r}");
+        let r = redact_body(Some("application/json"), br#"{"kty":"oct","k":"c2VjcmV0"}"#);
+        assert!(!r.contains("c2VjcmV0"), "{r}");
+    }
+
+    #[test]
+    fn long_names_are_folded_across_the_window() {
+        assert!(is_sensitive_name(
+            "x-very-long-prefix-that-is-longer-than-the-window-client-assertion-type"
+        ));
+        assert!(!is_sensitive_name(
+            "x-very-long-prefix-that-is-longer-than-the-window-harmless"
+        ));
     }
 
     #[test]

@@ -55,8 +55,34 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         tracing::info_span!("request", request_id = %request_id, method = %method, path = %path);
     let ctx = Arc::new(RequestContext::new(request_id.clone(), surface));
 
+    // Records a log event (a panic or an error answered with a bare 500) for this request.
+    let log_error = |kind: &str, message: &str, detail: &str| {
+        state.request_log.submit(LogRecord::Log(Box::new(LogEvent {
+            id: new_id(),
+            occurred_at,
+            level: "error".into(),
+            kind: kind.into(),
+            request_id: Some(request_id.clone()),
+            method: Some(method.clone()),
+            path: Some(path.clone()),
+            route: route.clone(),
+            message: redact::redact_text(message),
+            detail: Some(redact::redact_text(detail)),
+        })));
+    };
+
     let mut request_capture: Option<(HeaderMap, bytes::Bytes)> = None;
     let mut response = 'handled: {
+        // Refuse a declared oversized body before reading any of it, in the surface's format
+        // (a body without Content-Length is cut off by the limit while it is read).
+        let declared = request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > state.config.max_body_bytes as u64) {
+            break 'handled too_large(surface, state.config.max_body_bytes, &request_id);
+        }
         let request = if capture {
             let (parts, body) = request.into_parts();
             match axum::body::to_bytes(body, state.config.max_body_bytes).await {
@@ -65,18 +91,11 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
                     Request::from_parts(parts, Body::from(bytes))
                 }
                 Err(e) => {
-                    let too_large = std::error::Error::source(&e)
+                    let over_limit = std::error::Error::source(&e)
                         .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
                     request_capture = Some((parts.headers.clone(), bytes::Bytes::new()));
-                    break 'handled if too_large {
-                        surface.error(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            &format!(
-                                "The request body exceeds {} bytes.",
-                                state.config.max_body_bytes
-                            ),
-                            &request_id,
-                        )
+                    break 'handled if over_limit {
+                        too_large(surface, state.config.max_body_bytes, &request_id)
                     } else {
                         surface.error(
                             StatusCode::BAD_REQUEST,
@@ -99,39 +118,15 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
             Err(payload) => {
                 // Same thread as the panic: the hook's report is still in its thread-local.
                 let report = panic_capture::take_report(&*payload);
-                state.request_log.submit(LogRecord::Log(Box::new(LogEvent {
-                    id: new_id(),
-                    occurred_at,
-                    level: "error".into(),
-                    kind: "panic".into(),
-                    request_id: Some(request_id.clone()),
-                    method: Some(method.clone()),
-                    path: Some(path.clone()),
-                    route: route.clone(),
-                    message: redact::redact_text(&format!(
-                        "panic at {}: {}",
-                        report.location, report.message
-                    )),
-                    detail: Some(redact::redact_text(&report.backtrace)),
-                })));
+                let message = format!("panic at {}: {}", report.location, report.message);
+                log_error("panic", &message, &report.backtrace);
                 surface.internal_error(&request_id)
             }
         }
     };
 
     if let Some(detail) = ctx.take_internal_error() {
-        state.request_log.submit(LogRecord::Log(Box::new(LogEvent {
-            id: new_id(),
-            occurred_at,
-            level: "error".into(),
-            kind: "error".into(),
-            request_id: Some(request_id.clone()),
-            method: Some(method.clone()),
-            path: Some(path.clone()),
-            route: route.clone(),
-            message: "unhandled error".into(),
-            detail: Some(redact::redact_text(&detail)),
-        })));
+        log_error("error", "unhandled error", &detail);
     }
 
     let mut response_capture: Option<bytes::Bytes> = None;
@@ -199,6 +194,14 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
             .submit(LogRecord::Api(Box::new((event, detail))));
     }
     response
+}
+
+fn too_large(surface: Surface, limit: usize, request_id: &str) -> Response {
+    surface.error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("The request body exceeds {limit} bytes."),
+        request_id,
+    )
 }
 
 /// Streaming responses are passed through untouched rather than buffered for the log.

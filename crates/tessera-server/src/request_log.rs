@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
-use serde_json::{Map, Value};
 use tessera_domain::redact;
 use tessera_store::Db;
 use tessera_store::request_log::{self, ApiEvent, ApiEventDetail, Batch, LogEvent};
@@ -79,7 +78,14 @@ pub fn channel(
 }
 
 /// Rows per transaction at most.
-const MAX_BATCH: usize = 1000;
+const MAX_BATCH: usize = 2000;
+
+/// After the first row of a batch arrives, the writer waits this long for more, so that under
+/// load it writes few large transactions and wakes up rarely, instead of once per request.
+const LINGER: Duration = Duration::from_millis(25);
+
+/// With this many rows already waiting the writer does not linger: it is behind.
+const LINGER_UNLESS_QUEUED: usize = 256;
 
 impl RequestLogWriter {
     /// Writes until `stop` turns true, then drains what is queued and returns.
@@ -90,6 +96,12 @@ impl RequestLogWriter {
                 _ = stop.changed() => None,
             };
             let Some(first) = first else { break };
+            if self.rx.len() < LINGER_UNLESS_QUEUED && !*stop.borrow() {
+                tokio::select! {
+                    _ = tokio::time::sleep(LINGER) => {}
+                    _ = stop.changed() => {}
+                }
+            }
             let mut records = vec![first];
             while records.len() < MAX_BATCH {
                 match self.rx.try_recv() {
@@ -184,26 +196,40 @@ impl RequestLogWriter {
     }
 }
 
-/// Headers as a JSON object of redacted values (repeated headers become arrays).
+/// Headers as a JSON object of redacted values (repeated headers become arrays), written
+/// straight into one buffer: this runs for every logged request.
 fn headers_json(headers: &HeaderMap) -> String {
-    let mut map = Map::new();
-    for name in headers.keys() {
-        let values: Vec<Value> = headers
-            .get_all(name)
-            .iter()
-            .map(|v| {
-                let text = String::from_utf8_lossy(v.as_bytes());
-                Value::String(redact::redact_header(name.as_str(), &text).into_owned())
-            })
-            .collect();
-        let value = if values.len() == 1 {
-            values.into_iter().next().unwrap_or(Value::Null)
-        } else {
-            Value::Array(values)
-        };
-        map.insert(name.as_str().to_owned(), value);
+    let mut out = Vec::with_capacity(64 * headers.len() + 2);
+    out.push(b'{');
+    for (i, name) in headers.keys().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_str(&mut out, name.as_str());
+        out.push(b':');
+        let values = headers.get_all(name);
+        let repeated = values.iter().nth(1).is_some();
+        if repeated {
+            out.push(b'[');
+        }
+        for (j, value) in values.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            let text = String::from_utf8_lossy(value.as_bytes());
+            write_json_str(&mut out, &redact::redact_header(name.as_str(), &text));
+        }
+        if repeated {
+            out.push(b']');
+        }
     }
-    Value::Object(map).to_string()
+    out.push(b'}');
+    String::from_utf8(out).unwrap_or_default()
+}
+
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    // Writing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary; returns whether it was cut.
@@ -240,7 +266,7 @@ mod tests {
         h.append("set-cookie", "a=1".parse().unwrap());
         h.append("set-cookie", "b=2".parse().unwrap());
         h.insert("accept", "text/plain".parse().unwrap());
-        let v: Value = serde_json::from_str(&headers_json(&h)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&headers_json(&h)).unwrap();
         assert_eq!(v["authorization"], redact::REDACTED);
         assert_eq!(
             v["set-cookie"],

@@ -398,6 +398,10 @@ async fn oversized_bodies_get_413_in_the_surface_format() {
     assert_eq!(r.status(), 413);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["scimType"], "tooLarge");
+    // A surface that does not capture bodies refuses by the declared length, in its format.
+    let r = client().post(server.url("/ui/anything")).body("y".repeat(10_000)).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -115,9 +115,24 @@ pub async fn bootstrap(
         return Ok(Bootstrap::AlreadyPresent);
     }
     let result = match supplied {
-        Some(value) => Bootstrap::StoredSupplied(
-            insert(&mut tx, ctx, "bootstrap", &secret::digest(value)).await?,
-        ),
+        Some(value) => {
+            let digest = secret::digest(value);
+            let known: i64 = with_conn!(tx, |conn| {
+                sqlx::query_scalar("SELECT COUNT(*) FROM admin_tokens WHERE token_digest = $1")
+                    .bind(&digest)
+                    .fetch_one(&mut *conn)
+                    .await?
+            });
+            if known > 0 {
+                // A revoked token must never come back to life through configuration.
+                return Err(StoreError::Conflict(
+                    "the configured bootstrap token was revoked; set a new TESSERA_BOOTSTRAP_TOKEN, \
+                     or unset it to have a token generated"
+                        .into(),
+                ));
+            }
+            Bootstrap::StoredSupplied(insert(&mut tx, ctx, "bootstrap", &digest).await?)
+        }
         None => {
             let (token, value) = create(&mut tx, ctx, "bootstrap").await?;
             Bootstrap::Generated(token, value)

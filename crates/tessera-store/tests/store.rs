@@ -594,6 +594,23 @@ async fn bootstrap_creates_one_token_only_when_none_is_active() {
             admin_tokens::Bootstrap::AlreadyPresent
         ));
 
+        // Once revoked, the supplied token is not stored again at the next start.
+        let id = admin_tokens::list(db).await.unwrap()[0].id.clone();
+        let mut tx = db.begin().await.unwrap();
+        admin_tokens::revoke(&mut tx, &sys, &id).await.unwrap();
+        tx.commit().await.unwrap();
+        let again = admin_tokens::bootstrap(db, &sys, Some(supplied)).await;
+        assert!(
+            matches!(&again, Err(StoreError::Conflict(m)) if m.contains("revoked")),
+            "{again:?}"
+        );
+        assert!(
+            admin_tokens::authenticate(db, supplied)
+                .await
+                .unwrap()
+                .is_none()
+        );
+
         // Concurrent starts over an empty token table create exactly one token.
         let fresh = TestDb::all()
             .await

@@ -512,3 +512,54 @@ fn sigterm_finishes_and_flushes_the_request_log_and_log_lines_carry_request_ids(
         assert!(!all.contains(secret) && !all.contains(jwt), "{all}");
     });
 }
+
+#[test]
+fn serves_and_verifies_on_postgresql() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let Some(pg) = rt.block_on(tessera_testkit::TestDb::postgres()) else {
+        return;
+    };
+    let tessera_store::DbTarget::Postgres(url) = pg.target.clone() else {
+        unreachable!()
+    };
+    // The test cluster trusts loopback, so any password works: it must never be logged.
+    let url = url.replacen(
+        "postgres://postgres@",
+        "postgres://postgres:pg-password-never-logged@",
+        1,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = tessera(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    cmd.env("TESSERA_DATABASE_URL", &url);
+    let server = Running::start(cmd);
+    let base = server.base_url();
+    let token = server.wait_for("bootstrap token", |l| l.starts_with("tsr_adm_"));
+    assert_eq!(
+        get(&format!("{base}/readyz"), None).1["database"],
+        "postgres"
+    );
+    assert_eq!(get(&format!("{base}/api/v1/whoami"), Some(&token)).0, 200);
+    let (code, stdout, _) =
+        run(tessera(&["admin-token", "create"]).env("TESSERA_DATABASE_URL", &url));
+    assert_eq!(code, 0);
+    assert_eq!(
+        get(&format!("{base}/api/v1/whoami"), Some(&last_line(&stdout))).0,
+        200
+    );
+    let (code, output) = server.terminate();
+    assert_eq!(code, 0);
+    assert!(output.contains("postgres://postgres@"), "{output}");
+    assert!(!output.contains("pg-password-never-logged"), "{output}");
+    let (code, stdout, _) = run(&mut tessera(&["audit", "verify", "--database-url", &url]));
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("intact: 2 entries"), "{stdout}");
+}
