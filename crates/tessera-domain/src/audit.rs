@@ -251,6 +251,10 @@ pub enum ChainBreak {
         "the chain ends at entry {last_seq} but the head records entry {head_seq}: newer entries were removed or the head was altered"
     )]
     HeadMismatch { last_seq: i64, head_seq: i64 },
+    #[error(
+        "entries {seq} to {last} lie beyond the recorded head: they were not appended by Tessera"
+    )]
+    BeyondHead { seq: i64, last: i64 },
 }
 
 impl ChainBreak {
@@ -260,6 +264,7 @@ impl ChainBreak {
             ChainBreak::Missing { expected, .. } => *expected,
             ChainBreak::Unlinked { seq } | ChainBreak::Altered { seq } => *seq,
             ChainBreak::HeadMismatch { last_seq, .. } => last_seq + 1,
+            ChainBreak::BeyondHead { seq, .. } => *seq,
         }
     }
 }

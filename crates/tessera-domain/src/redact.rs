@@ -86,6 +86,9 @@ fn contains_secret_shape(text: &str) -> bool {
 pub fn redact_header<'a>(name: &str, value: &'a str) -> Cow<'a, str> {
     if is_sensitive_name(name) || is_sensitive_value(value) {
         Cow::Borrowed(REDACTED)
+    } else if may_hold_secret(value) {
+        // e.g. `Referer: https://app/cb?access_token=…`
+        Cow::Owned(redact_text(value))
     } else {
         Cow::Borrowed(value)
     }
@@ -107,11 +110,20 @@ pub fn redact_form(form: &str) -> String {
     }
     form.split('&')
         .map(|pair| {
-            let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+            let Some((raw_name, raw_value)) = pair.split_once('=') else {
+                // A bare value (`?eyJ…`).
+                return if is_sensitive_value(&percent_decode(pair)) {
+                    REDACTED.to_owned()
+                } else {
+                    pair.to_owned()
+                };
+            };
             let name = percent_decode(raw_name);
             let value = percent_decode(raw_value);
             if is_sensitive_name(&name) || is_sensitive_value(&value) {
                 format!("{raw_name}={REDACTED}")
+            } else if may_hold_secret(&value) {
+                format!("{raw_name}={}", redact_text(&value))
             } else {
                 pair.to_owned()
             }
@@ -125,10 +137,16 @@ pub fn redact_json(value: &mut Value) {
     match value {
         Value::Object(map) => {
             let is_jwk = map.contains_key("kty");
+            // A SCIM PATCH operation names the attribute in `path` and carries it in `value`:
+            // `{"op":"replace","path":"password","value":"…"}`.
+            let sensitive_path = map.iter().any(|(k, v)| {
+                k.eq_ignore_ascii_case("path") && v.as_str().is_some_and(is_sensitive_name)
+            });
             for (key, v) in map.iter_mut() {
                 let jwk_private =
                     is_jwk && matches!(key.as_str(), "d" | "p" | "q" | "dp" | "dq" | "qi" | "k");
-                if is_sensitive_name(key) || jwk_private {
+                let patched_secret = sensitive_path && key.eq_ignore_ascii_case("value");
+                if is_sensitive_name(key) || jwk_private || patched_secret {
                     *v = Value::String(REDACTED.to_owned());
                 } else {
                     redact_json(v);
@@ -136,13 +154,24 @@ pub fn redact_json(value: &mut Value) {
             }
         }
         Value::Array(items) => items.iter_mut().for_each(redact_json),
-        Value::String(s) if contains_secret_shape(s) => *s = redact_text(s),
+        Value::String(s) if may_hold_secret(s) => *s = redact_text(s),
         _ => {}
     }
 }
 
 /// Redacts a body for storage, choosing the method from its content type.
+///
+/// The result never contains NUL (PostgreSQL rejects it in text columns): each becomes U+FFFD.
 pub fn redact_body(content_type: Option<&str>, body: &[u8]) -> String {
+    let redacted = redact_body_text(content_type, body);
+    if redacted.contains('\0') {
+        redacted.replace('\0', "\u{fffd}")
+    } else {
+        redacted
+    }
+}
+
+fn redact_body_text(content_type: Option<&str>, body: &[u8]) -> String {
     let Ok(text) = std::str::from_utf8(body) else {
         return format!("[binary body, {} bytes]", body.len());
     };
@@ -153,6 +182,10 @@ pub fn redact_body(content_type: Option<&str>, body: &[u8]) -> String {
         .and_then(|c| c.split(';').next())
         .map(|c| c.trim().to_ascii_lowercase())
         .unwrap_or_default();
+    if mime.starts_with("multipart/") {
+        // Part names sit in part headers this redactor does not parse: keep nothing.
+        return format!("[multipart body, {} bytes]", body.len());
+    }
     if mime.ends_with("json") || mime.ends_with("+json") {
         if let Ok(mut value) = serde_json::from_str::<Value>(text) {
             redact_json(&mut value);
@@ -289,6 +322,10 @@ fn redact_named_values(text: &str) -> String {
     out
 }
 
+fn is_word_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'
+}
+
 fn is_token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.' || b == b'='
 }
@@ -310,7 +347,9 @@ fn find_token(text: &str, from: usize) -> Option<(usize, usize)> {
             end += 1;
         }
         let candidate = &text[start..end];
-        let starts_word = start == 0 || !is_token_char(bytes[start - 1]);
+        // `=` belongs to a token's padding but also separates a name from its value
+        // (`access_token=eyJ…`), so only a letter, digit, `-`, `_` or `.` before it joins words.
+        let starts_word = start == 0 || !is_word_char(bytes[start - 1]);
         if starts_word && (looks_like_jwt(candidate) || looks_like_tessera_secret(candidate)) {
             return Some((start, end));
         }
@@ -325,7 +364,8 @@ pub fn looks_like_jwt(s: &str) -> bool {
     (parts.len() == 3 || parts.len() == 5)
         && parts[0].starts_with("eyJ")
         && parts[0].len() >= 10
-        && parts[1].len() >= 2
+        // A JWE with direct encryption has an empty second part (no encrypted key).
+        && (parts[1].len() >= 2 || (parts.len() == 5 && parts[2].len() >= 2))
         && parts.iter().all(|p| {
             p.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -543,6 +583,47 @@ mod tests {
         assert!(!is_sensitive_name(
             "x-very-long-prefix-that-is-longer-than-the-window-harmless"
         ));
+    }
+
+    #[test]
+    fn values_after_an_equals_sign_and_in_headers_are_found() {
+        let referer = format!("https://app/cb?access_token={JWT}&x=1");
+        let r = redact_header("referer", &referer);
+        assert!(!r.contains(JWT), "{r}");
+        let r = redact_header("referer", "https://app/cb?access_token=opaque-123&x=1");
+        assert!(!r.contains("opaque-123") && r.contains("x=1"), "{r}");
+        let r = redact_text(&format!("#id_token={JWT}"));
+        assert!(!r.contains(JWT), "{r}");
+        let mut v = json!({"redirect_uri": format!("https://app/#access_token={JWT}")});
+        redact_json(&mut v);
+        assert!(!v.to_string().contains(JWT), "{v}");
+        let r = redact_path_and_query(&format!("/x?{JWT}&y=2"));
+        assert!(!r.contains(JWT) && r.contains("y=2"), "{r}");
+        let r = redact_path_and_query("/cb?next=%2Fhome%3Ftoken%3Dabc");
+        assert!(!r.contains("abc"), "{r}");
+    }
+
+    #[test]
+    fn scim_patch_values_of_sensitive_paths_are_removed() {
+        let mut v = json!({"Operations": [
+            {"op": "replace", "path": "password", "value": "hunter2"},
+            {"op": "replace", "path": "displayName", "value": "Alice"}
+        ]});
+        redact_json(&mut v);
+        let s = v.to_string();
+        assert!(!s.contains("hunter2") && s.contains("Alice"), "{s}");
+    }
+
+    #[test]
+    fn multipart_nul_and_direct_jwe() {
+        let body =
+            b"--b\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\nhunter2\r\n--b--";
+        let r = redact_body(Some("multipart/form-data; boundary=b"), body);
+        assert!(!r.contains("hunter2"), "{r}");
+        assert_eq!(redact_body(Some("text/plain"), b"a\0b"), "a\u{fffd}b");
+        let jwe = "eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0..aXZpdml2aXZp.Y2lwaGVydGV4dA.dGFndGFn";
+        assert!(looks_like_jwt(jwe));
+        assert_eq!(redact_text(jwe), REDACTED);
     }
 
     #[test]

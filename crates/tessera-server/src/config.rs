@@ -30,12 +30,15 @@ pub struct RequestLogConfig {
     pub include_ops: bool,
     /// Keep request logs this many days; older rows are purged hourly.
     pub retention_days: i64,
-    /// Which surfaces store redacted headers and bodies as API event details.
+    /// Which surfaces store redacted request and response bodies in API event details.
     pub bodies: BodyCapture,
     /// Largest part of each body kept, in bytes, after redaction.
     pub body_capture_bytes: usize,
     /// Rows waiting to be written; beyond this, new rows are dropped and counted.
     pub queue_capacity: usize,
+    /// Body bytes the waiting rows may hold; beyond this, new rows keep their headers but not
+    /// their bodies (and are counted as dropped).
+    pub queue_max_body_bytes: usize,
 }
 
 impl Default for RequestLogConfig {
@@ -47,11 +50,12 @@ impl Default for RequestLogConfig {
             bodies: BodyCapture::default(),
             body_capture_bytes: 16 * 1024,
             queue_capacity: 16 * 1024,
+            queue_max_body_bytes: 64 * 1024 * 1024,
         }
     }
 }
 
-/// Per-surface switch for storing headers and bodies.
+/// Per-surface switch for storing request and response bodies (headers are always stored).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BodyCapture {

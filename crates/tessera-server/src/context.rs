@@ -86,6 +86,8 @@ pub fn request_id_from(header: Option<&http::HeaderValue>) -> String {
                 && v.len() <= 128
                 && v.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+                // An id is copied into every log line: never accept one shaped like a secret.
+                && !tessera_domain::redact::is_sensitive_value(v)
         })
         .map(str::to_owned)
         .unwrap_or_else(tessera_domain::ids::new_id)
@@ -101,6 +103,11 @@ mod tests {
         assert_eq!(request_id_from(Some(&ok)), "abc-123_x.y");
         let bad = http::HeaderValue::from_static("a b<script>");
         assert_ne!(request_id_from(Some(&bad)), "a b<script>");
+        let secret = http::HeaderValue::from_static("tsr_adm_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+        assert_ne!(
+            request_id_from(Some(&secret)),
+            "tsr_adm_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+        );
         assert!(tessera_domain::ids::is_valid_id(&request_id_from(None)));
     }
 }

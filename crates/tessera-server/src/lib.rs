@@ -58,6 +58,7 @@ pub fn routes() -> Router<AppState> {
         .merge(ops::routes())
         .merge(api::routes())
         .fallback(surface::not_found)
+        .method_not_allowed_fallback(surface::method_not_allowed)
 }
 
 /// Wraps routes in the middleware every request passes, and binds the state.

@@ -13,7 +13,7 @@ use tessera_store::PoolStats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
-    method: String,
+    method: &'static str,
     /// The route template (`/api/v1/groups/{id}`), never the raw path, to bound cardinality.
     route: String,
     status: u16,
@@ -101,9 +101,9 @@ impl Metrics {
         }
     }
 
-    pub fn observe_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+    pub fn observe_request(&self, method: &'static str, route: &str, status: u16, seconds: f64) {
         let labels = HttpLabels {
-            method: method.to_owned(),
+            method,
             route: route.to_owned(),
             status,
         };

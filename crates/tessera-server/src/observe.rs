@@ -6,12 +6,13 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use bytes::Bytes;
 use futures_util::FutureExt;
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode};
 use tessera_domain::ids::new_id;
 use tessera_domain::redact;
 use tessera_store::request_log::{ApiEvent, LogEvent};
@@ -25,6 +26,9 @@ use crate::surface::Surface;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// Responses larger than this are passed through without keeping their body for the log.
+const MAX_RESPONSE_CAPTURE: u64 = 4 * 1024 * 1024;
+
 pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let occurred_at = state.db.now_ms();
@@ -37,25 +41,16 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         .map(|p| p.as_str().to_owned());
     let path =
         redact::redact_path_and_query(request.uri().path_and_query().map_or("/", |p| p.as_str()));
-    let remote_addr = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.to_string());
-    let user_agent = request
-        .headers()
-        .get(http::header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|ua| ua.chars().take(512).collect::<String>());
 
     let log_config = &state.config.request_log;
     let logged = log_config.enabled && (surface != Surface::Ops || log_config.include_ops);
-    let capture = logged && log_config.bodies.for_surface(surface);
+    let capture_bodies = logged && log_config.bodies.for_surface(surface);
 
     let span =
         tracing::info_span!("request", request_id = %request_id, method = %method, path = %path);
     let ctx = Arc::new(RequestContext::new(request_id.clone(), surface));
 
-    // Records a log event (a panic or an error answered with a bare 500) for this request.
+    // Records a log event (a panic, or an error answered with a bare 500) for this request.
     let log_error = |kind: &str, message: &str, detail: &str| {
         state.request_log.submit(LogRecord::Log(Box::new(LogEvent {
             id: new_id(),
@@ -71,7 +66,21 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         })));
     };
 
-    let mut request_capture: Option<(HeaderMap, bytes::Bytes)> = None;
+    let request_headers = logged.then(|| request.headers().clone());
+    let remote_addr = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string());
+    let user_agent = request
+        .headers()
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| {
+            redact::redact_header("user-agent", &ua.chars().take(512).collect::<String>())
+                .into_owned()
+        });
+
+    let mut request_body: Option<Bytes> = None;
     let mut response = 'handled: {
         // Refuse a declared oversized body before reading any of it, in the surface's format
         // (a body without Content-Length is cut off by the limit while it is read).
@@ -83,17 +92,16 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         if declared.is_some_and(|n| n > state.config.max_body_bytes as u64) {
             break 'handled too_large(surface, state.config.max_body_bytes, &request_id);
         }
-        let request = if capture {
+        let request = if capture_bodies {
             let (parts, body) = request.into_parts();
             match axum::body::to_bytes(body, state.config.max_body_bytes).await {
                 Ok(bytes) => {
-                    request_capture = Some((parts.headers.clone(), bytes.clone()));
+                    request_body = (!bytes.is_empty()).then(|| bytes.clone());
                     Request::from_parts(parts, Body::from(bytes))
                 }
                 Err(e) => {
                     let over_limit = std::error::Error::source(&e)
                         .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-                    request_capture = Some((parts.headers.clone(), bytes::Bytes::new()));
                     break 'handled if over_limit {
                         too_large(surface, state.config.max_body_bytes, &request_id)
                     } else {
@@ -129,14 +137,22 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         log_error("error", "unhandled error", &detail);
     }
 
-    let mut response_capture: Option<bytes::Bytes> = None;
-    if capture && !is_stream(response.headers()) {
+    // Keep the response body only when its exact size is known and modest: a stream, or a
+    // body of unknown length, passes through untouched.
+    let mut response_body: Option<Bytes> = None;
+    let exact_size = response.body().size_hint().exact();
+    if capture_bodies && exact_size.is_some_and(|n| n > 0 && n <= MAX_RESPONSE_CAPTURE) {
         let (parts, body) = response.into_parts();
-        let bytes = axum::body::to_bytes(body, usize::MAX)
-            .await
-            .unwrap_or_default();
-        response_capture = (!bytes.is_empty()).then(|| bytes.clone());
-        response = Response::from_parts(parts, Body::from(bytes));
+        match axum::body::to_bytes(body, MAX_RESPONSE_CAPTURE as usize).await {
+            Ok(bytes) => {
+                response_body = Some(bytes.clone());
+                response = Response::from_parts(parts, Body::from(bytes));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "response body could not be read");
+                response = surface.internal_error(&request_id);
+            }
+        }
     }
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
@@ -145,24 +161,17 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     state.metrics.observe_request(
-        &method,
+        metric_method(&method),
         route.as_deref().unwrap_or("unmatched"),
         status,
         elapsed.as_secs_f64(),
     );
     span.in_scope(|| {
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
         if status >= 500 {
-            tracing::warn!(
-                status,
-                latency_ms = elapsed.as_secs_f64() * 1000.0,
-                "request failed"
-            );
+            tracing::warn!(status, latency_ms, "request failed");
         } else {
-            tracing::debug!(
-                status,
-                latency_ms = elapsed.as_secs_f64() * 1000.0,
-                "request"
-            );
+            tracing::debug!(status, latency_ms, "request");
         }
     });
 
@@ -183,17 +192,30 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
             remote_addr,
             user_agent,
         };
-        let detail = request_capture.map(|(request_headers, request_body)| RawDetail {
-            request_headers,
-            request_body: (!request_body.is_empty()).then_some(request_body),
+        let detail = RawDetail {
+            request_headers: request_headers.unwrap_or_default(),
+            request_body,
             response_headers: response.headers().clone(),
-            response_body: response_capture,
-        });
+            response_body,
+        };
         state
             .request_log
             .submit(LogRecord::Api(Box::new((event, detail))));
     }
     response
+}
+
+/// The method as a metric label: standard methods by name, anything else as `other`, so a
+/// client cannot grow the label set.
+fn metric_method(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+    ];
+    KNOWN
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("other")
 }
 
 fn too_large(surface: Surface, limit: usize, request_id: &str) -> Response {
@@ -204,10 +226,13 @@ fn too_large(surface: Surface, limit: usize, request_id: &str) -> Response {
     )
 }
 
-/// Streaming responses are passed through untouched rather than buffered for the log.
-fn is_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("text/event-stream"))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        assert_eq!(metric_method("GET"), "GET");
+        assert_eq!(metric_method("BREW"), "other");
+    }
 }

@@ -25,7 +25,8 @@ static INSTALL: Once = Once::new();
 pub fn install() {
     INSTALL.call_once(|| {
         std::panic::set_hook(Box::new(|info| {
-            let message = payload_message(info.payload());
+            // Panic messages may quote data; they pass the redactor like any log line.
+            let message = tessera_domain::redact::redact_text(&payload_message(info.payload()));
             let location = info
                 .location()
                 .map(|l| l.to_string())
@@ -48,7 +49,7 @@ pub fn take_report(payload: &(dyn std::any::Any + Send)) -> PanicReport {
     LAST_PANIC
         .with(|p| p.borrow_mut().take())
         .unwrap_or_else(|| PanicReport {
-            message: payload_message(payload),
+            message: tessera_domain::redact::redact_text(&payload_message(payload)),
             location: "unknown".into(),
             backtrace: String::new(),
         })

@@ -1,12 +1,14 @@
 //! The request log's queue and writer.
 //!
 //! The middleware hands each finished request to [`RequestLogSink::submit`], which never waits:
-//! it puts the raw row on a bounded queue (a full queue drops the row and counts it in
-//! `tessera_request_log_dropped_total`). The [`RequestLogWriter`] task redacts headers and
-//! bodies, then writes whatever has accumulated in one transaction, so under load each database
-//! round trip carries many rows.
+//! it puts the raw row on a bounded queue. A full queue drops the row; a queue holding more body
+//! bytes than its budget keeps the row but not its bodies; both are counted in
+//! `tessera_request_log_dropped_total`. The [`RequestLogWriter`] task redacts headers and bodies
+//! (on a blocking thread, off the async workers), then writes whatever has accumulated in one
+//! transaction, so under load each database round trip carries many rows.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::RequestLogConfig;
 use crate::metrics::Metrics;
 
-/// What the middleware saw, before redaction.
+/// What the middleware saw of a request and its response, before redaction.
 pub struct RawDetail {
     pub request_headers: HeaderMap,
     pub request_body: Option<Bytes>,
@@ -27,21 +29,49 @@ pub struct RawDetail {
     pub response_body: Option<Bytes>,
 }
 
+impl RawDetail {
+    fn body_bytes(&self) -> usize {
+        self.request_body.as_ref().map_or(0, Bytes::len)
+            + self.response_body.as_ref().map_or(0, Bytes::len)
+    }
+}
+
 pub enum LogRecord {
-    Api(Box<(ApiEvent, Option<RawDetail>)>),
+    Api(Box<(ApiEvent, RawDetail)>),
     Log(Box<LogEvent>),
 }
+
+/// Stored in place of bodies shed because the queue was over its memory budget.
+const BODIES_SHED: &str = "[body not kept: the request log queue was over its memory budget]";
 
 #[derive(Clone)]
 pub struct RequestLogSink {
     tx: mpsc::Sender<LogRecord>,
     metrics: Arc<Metrics>,
+    queued_body_bytes: Arc<AtomicUsize>,
+    max_body_bytes: usize,
 }
 
 impl RequestLogSink {
     /// Queues a record without waiting.
-    pub fn submit(&self, record: LogRecord) {
+    pub fn submit(&self, mut record: LogRecord) {
+        if let LogRecord::Api(boxed) = &mut record {
+            let detail = &mut boxed.1;
+            let bytes = detail.body_bytes();
+            let queued = self.queued_body_bytes.fetch_add(bytes, Ordering::Relaxed);
+            if bytes > 0 && queued + bytes > self.max_body_bytes {
+                self.queued_body_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                let shed = Bytes::from_static(BODIES_SHED.as_bytes());
+                detail.request_body = detail.request_body.as_ref().map(|_| shed.clone());
+                detail.response_body = detail.response_body.as_ref().map(|_| shed.clone());
+                self.queued_body_bytes
+                    .fetch_add(detail.body_bytes(), Ordering::Relaxed);
+                self.metrics.request_log_dropped(1);
+            }
+        }
         if let Err(e) = self.tx.try_send(record) {
+            let (mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r)) = &e;
+            release(&self.queued_body_bytes, r);
             self.metrics.request_log_dropped(1);
             if matches!(e, mpsc::error::TrySendError::Full(_)) {
                 tracing::warn!("request log queue is full; a row was dropped");
@@ -50,11 +80,19 @@ impl RequestLogSink {
     }
 }
 
+/// Gives back the body bytes a record held in the queue's budget.
+fn release(queued: &AtomicUsize, record: &LogRecord) {
+    if let LogRecord::Api(boxed) = record {
+        queued.fetch_sub(boxed.1.body_bytes(), Ordering::Relaxed);
+    }
+}
+
 pub struct RequestLogWriter {
     db: Db,
     rx: mpsc::Receiver<LogRecord>,
     metrics: Arc<Metrics>,
     body_capture_bytes: usize,
+    queued_body_bytes: Arc<AtomicUsize>,
 }
 
 pub fn channel(
@@ -63,16 +101,20 @@ pub fn channel(
     metrics: Arc<Metrics>,
 ) -> (RequestLogSink, RequestLogWriter) {
     let (tx, rx) = mpsc::channel(config.queue_capacity);
+    let queued_body_bytes = Arc::new(AtomicUsize::new(0));
     (
         RequestLogSink {
             tx,
             metrics: metrics.clone(),
+            queued_body_bytes: queued_body_bytes.clone(),
+            max_body_bytes: config.queue_max_body_bytes,
         },
         RequestLogWriter {
             db,
             rx,
             metrics,
             body_capture_bytes: config.body_capture_bytes,
+            queued_body_bytes,
         },
     )
 }
@@ -130,70 +172,132 @@ impl RequestLogWriter {
         if records.is_empty() {
             return;
         }
+        for r in &records {
+            release(&self.queued_body_bytes, r);
+        }
         let count = records.len() as u64;
-        let batch = self.redact(records);
-        let mut attempt = 0;
-        loop {
-            match request_log::write_batch(&self.db, &batch).await {
-                Ok(()) => {
-                    self.metrics.request_log_written(count);
-                    break;
-                }
-                Err(e) if attempt < 3 => {
-                    attempt += 1;
-                    tracing::warn!(error = %e, attempt, "request log write failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, rows = count, "request log write failed; rows dropped");
-                    self.metrics.request_log_dropped(count);
-                    break;
-                }
+        let capture = self.body_capture_bytes;
+        // Redaction parses bodies: keep that CPU work off the async worker threads.
+        let batch = match tokio::task::spawn_blocking(move || redact_records(records, capture))
+            .await
+        {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::error!(error = %e, rows = count, "request log redaction failed; rows dropped");
+                self.metrics.request_log_dropped(count);
+                return;
             }
+        };
+        if self.write_with_retries(&batch).await {
+            self.metrics.request_log_written(count);
+        } else {
+            // One bad row must not take its neighbours with it: write them one by one.
+            let (written, dropped) = self.write_one_by_one(batch).await;
+            tracing::error!(
+                written,
+                dropped,
+                "request log batch failed; wrote its rows one by one"
+            );
+            self.metrics.request_log_written(written);
+            self.metrics.request_log_dropped(dropped);
         }
         self.metrics.set_request_log_queued(self.rx.len());
     }
 
-    fn redact(&self, records: Vec<LogRecord>) -> Batch {
-        let mut batch = Batch::default();
-        for record in records {
-            match record {
-                LogRecord::Api(boxed) => {
-                    let (event, detail) = *boxed;
-                    if let Some(d) = detail {
-                        batch.details.push(ApiEventDetail {
-                            api_event_id: event.id.clone(),
-                            request_headers: headers_json(&d.request_headers),
-                            request_body: d
-                                .request_body
-                                .map(|b| self.body_text(&d.request_headers, &b)),
-                            request_body_truncated: false,
-                            response_headers: headers_json(&d.response_headers),
-                            response_body: d
-                                .response_body
-                                .map(|b| self.body_text(&d.response_headers, &b)),
-                            response_body_truncated: false,
-                        });
-                        let detail = batch.details.last_mut().expect("just pushed");
-                        detail.request_body_truncated =
-                            truncate(&mut detail.request_body, self.body_capture_bytes);
-                        detail.response_body_truncated =
-                            truncate(&mut detail.response_body, self.body_capture_bytes);
-                    }
-                    batch.api_events.push(event);
+    async fn write_with_retries(&self, batch: &Batch) -> bool {
+        for attempt in 1..=3u64 {
+            match request_log::write_batch(&self.db, batch).await {
+                Ok(()) => return true,
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "request log write failed");
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
                 }
-                LogRecord::Log(event) => batch.log_events.push(*event),
             }
         }
-        batch
+        false
     }
 
-    fn body_text(&self, headers: &HeaderMap, body: &Bytes) -> String {
-        let content_type = headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
-        redact::redact_body(content_type, body)
+    async fn write_one_by_one(&self, batch: Batch) -> (u64, u64) {
+        let Batch {
+            api_events,
+            details,
+            log_events,
+        } = batch;
+        let mut details: std::collections::HashMap<String, ApiEventDetail> = details
+            .into_iter()
+            .map(|d| (d.api_event_id.clone(), d))
+            .collect();
+        let singles = api_events
+            .into_iter()
+            .map(|e| Batch {
+                details: details.remove(&e.id).into_iter().collect(),
+                api_events: vec![e],
+                log_events: vec![],
+            })
+            .chain(log_events.into_iter().map(|l| Batch {
+                log_events: vec![l],
+                ..Batch::default()
+            }));
+        let (mut written, mut dropped) = (0, 0);
+        for single in singles {
+            match request_log::write_batch(&self.db, &single).await {
+                Ok(()) => written += 1,
+                Err(e) => {
+                    tracing::error!(error = %e, "request log row dropped");
+                    dropped += 1;
+                }
+            }
+        }
+        (written, dropped)
     }
+}
+
+fn redact_records(records: Vec<LogRecord>, body_capture_bytes: usize) -> Batch {
+    let mut batch = Batch::default();
+    for record in records {
+        match record {
+            LogRecord::Api(boxed) => {
+                let (event, d) = *boxed;
+                let body = |headers: &HeaderMap, bytes: Option<Bytes>| {
+                    let mut text = bytes.map(|b| body_text(headers, &b));
+                    let truncated = truncate(&mut text, body_capture_bytes);
+                    (text, truncated)
+                };
+                let (request_body, request_body_truncated) =
+                    body(&d.request_headers, d.request_body);
+                let (response_body, response_body_truncated) =
+                    body(&d.response_headers, d.response_body);
+                batch.details.push(ApiEventDetail {
+                    api_event_id: event.id.clone(),
+                    request_headers: headers_json(&d.request_headers),
+                    request_body,
+                    request_body_truncated,
+                    response_headers: headers_json(&d.response_headers),
+                    response_body,
+                    response_body_truncated,
+                });
+                batch.api_events.push(event);
+            }
+            LogRecord::Log(event) => {
+                let mut event = *event;
+                // PostgreSQL refuses NUL in text; a panic message could carry one.
+                event.message = event.message.replace('\0', "\u{fffd}");
+                event.detail = event.detail.map(|d| d.replace('\0', "\u{fffd}"));
+                batch.log_events.push(event);
+            }
+        }
+    }
+    batch
+}
+
+fn body_text(headers: &HeaderMap, body: &Bytes) -> String {
+    if body.as_ref() == BODIES_SHED.as_bytes() {
+        return BODIES_SHED.to_owned();
+    }
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    redact::redact_body(content_type, body)
 }
 
 /// Headers as a JSON object of redacted values (repeated headers become arrays), written

@@ -53,6 +53,7 @@ impl Surface {
             Surface::Api | Surface::Ops => {
                 let kind = match status {
                     StatusCode::NOT_FOUND => "not-found",
+                    StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
                     StatusCode::PAYLOAD_TOO_LARGE => "payload-too-large",
                     StatusCode::BAD_REQUEST => "bad-request",
                     _ => "internal",
@@ -132,6 +133,14 @@ pub async fn not_found(request: Request) -> Response {
     let surface = Surface::of(request.uri().path());
     let request_id = crate::context::current_request_id().unwrap_or_default();
     surface.error(StatusCode::NOT_FOUND, "No such resource.", &request_id)
+}
+
+/// The answer to a known path with a method it does not take.
+pub async fn method_not_allowed(request: Request) -> Response {
+    let surface = Surface::of(request.uri().path());
+    let request_id = crate::context::current_request_id().unwrap_or_default();
+    let detail = format!("{} is not allowed on this resource.", request.method());
+    surface.error(StatusCode::METHOD_NOT_ALLOWED, &detail, &request_id)
 }
 
 #[cfg(test)]

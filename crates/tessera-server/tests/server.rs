@@ -293,6 +293,18 @@ async fn unknown_routes_answer_in_their_surface_format() {
     assert_eq!(body["status"], "404");
 
     let r = client()
+        .post(server.url("/api/v1/whoami"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let headers = r.headers().clone();
+    problem(&headers, &r.json().await.unwrap(), 405);
+    let (status, headers, body) = get_json(&server, "/api/v1/groups/%FF").await;
+    assert_eq!(status, 400);
+    problem(&headers, &body, 400);
+
+    let r = client()
         .post(server.url("/oauth2/nothing"))
         .send()
         .await
@@ -399,9 +411,19 @@ async fn oversized_bodies_get_413_in_the_surface_format() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["scimType"], "tooLarge");
     // A surface that does not capture bodies refuses by the declared length, in its format.
-    let r = client().post(server.url("/ui/anything")).body("y".repeat(10_000)).send().await.unwrap();
+    let r = client()
+        .post(server.url("/ui/anything"))
+        .body("y".repeat(10_000))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -491,11 +513,17 @@ async fn bodies_can_be_switched_off_per_surface_and_logging_entirely() {
     let api = &request_log::api_events_for_request(&t.db, &api_id)
         .await
         .unwrap()[0];
+    let detail = request_log::api_event_detail(&t.db, &api.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(
-        request_log::api_event_detail(&t.db, &api.id)
-            .await
-            .unwrap()
-            .is_none()
+        detail.request_body.is_none() && detail.response_body.is_none(),
+        "bodies off: {detail:?}"
+    );
+    assert!(
+        detail.request_headers.contains("content-length"),
+        "headers are kept: {detail:?}"
     );
     let scim = &request_log::api_events_for_request(&t.db, &scim_id)
         .await
@@ -581,6 +609,8 @@ async fn planted_secrets_never_reach_logs() {
             "body-nested-secret-l72",
             "body-private-key-m63",
             "echo-cookie-secret-5f1c",
+            "referer-opaque-token-n54",
+            "tsr_adm_PlantedRequestIdSecret0123456789abcdefghij",
             jwt,
         ];
         let body = json!({
@@ -610,12 +640,26 @@ async fn planted_secrets_never_reach_logs() {
                 .header("x-api-key", secrets[2])
                 .header("x-client-secret", secrets[3])
                 .header("x-forwarded-assertion", jwt)
+                .header("user-agent", format!("agent/1.0 (token={jwt})"))
+                .header(
+                    "referer",
+                    "https://app.example/cb?access_token=referer-opaque-token-n54",
+                )
+                .header(
+                    "x-request-id",
+                    "tsr_adm_PlantedRequestIdSecret0123456789abcdefghij",
+                )
                 .header("content-type", "application/json")
                 .body(body.to_string())
                 .send()
                 .await
                 .unwrap();
-            ids.push(r.headers()["x-request-id"].to_str().unwrap().to_owned());
+            let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+            assert!(
+                !id.starts_with("tsr_"),
+                "a secret-shaped request id is replaced"
+            );
+            ids.push(id);
         }
         // A form body and a malformed JSON body take the other redaction paths.
         client()
@@ -638,6 +682,23 @@ async fn planted_secrets_never_reach_logs() {
             .send()
             .await
             .unwrap();
+        // A NUL byte (which PostgreSQL refuses in text) and a SCIM PATCH of a password.
+        client()
+            .post(server.url("/scim/v2/Users/x"))
+            .header("content-type", "application/scim+json")
+            .body(format!(
+                "{{\"Operations\":[{{\"op\":\"replace\",\"path\":\"password\",\"value\":\"{}\"}}],\"n\":\"a\\u0000b\"}}",
+                secrets[7]
+            ))
+            .send()
+            .await
+            .unwrap();
+        client()
+            .post(server.url("/api/v1/test/echo"))
+            .body("raw\0nul")
+            .send()
+            .await
+            .unwrap();
         let t = server.stop().await;
 
         let stored = log_tables_text(&t.db).await;
@@ -651,6 +712,14 @@ async fn planted_secrets_never_reach_logs() {
                 .unwrap()
                 .len(),
             1
+        );
+        assert_eq!(
+            request_log::recent_api_events(&t.db, 100)
+                .await
+                .unwrap()
+                .len(),
+            7,
+            "no row lost, NUL included"
         );
         assert!(stored.contains("[REDACTED]"));
         let logs = captured_logs();

@@ -98,6 +98,22 @@ pub async fn list_after(db: &Db, after: i64, limit: i64) -> StoreResult<Vec<Audi
     Ok(rows.into_iter().map(AuditEntry::from).collect())
 }
 
+/// Entries with `after < seq <= up_to`, oldest first.
+async fn list_range(db: &Db, after: i64, up_to: i64, limit: i64) -> StoreResult<Vec<AuditEntry>> {
+    let sql = format!(
+        "SELECT {ENTRY_COLUMNS} FROM audit_log WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3"
+    );
+    let rows: Vec<EntryRow> = with_pool!(db, |pool| {
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(after)
+            .bind(up_to)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+    });
+    Ok(rows.into_iter().map(AuditEntry::from).collect())
+}
+
 /// The recorded end of the chain: (last sequence number, its hash).
 pub async fn head(db: &Db) -> StoreResult<(i64, String)> {
     Ok(with_pool!(db, |pool| {
@@ -116,7 +132,9 @@ pub enum VerifyError {
     Store(#[from] StoreError),
 }
 
-/// Walks the whole chain in pages (constant memory) and compares its end with the head.
+/// Walks the chain in pages (constant memory) up to the head read at the start, and compares
+/// its end with that head. Entries appended while it runs (by a live server) are not part of
+/// the chain it checks, so they never look like tampering.
 pub async fn verify(db: &Db) -> Result<ChainSummary, VerifyError> {
     const PAGE: i64 = 1000;
     let (head_seq, head_hash) = head(db).await?;
@@ -125,7 +143,7 @@ pub async fn verify(db: &Db) -> Result<ChainSummary, VerifyError> {
     loop {
         // Read by position in the table rather than by expected seq, so a missing entry shows up
         // as a gap and an extra one as a link break.
-        let page = list_after(db, after, PAGE).await?;
+        let page = list_range(db, after, head_seq, PAGE).await?;
         for entry in &page {
             verifier.check(entry)?;
         }
@@ -134,5 +152,22 @@ pub async fn verify(db: &Db) -> Result<ChainSummary, VerifyError> {
             _ => break,
         }
     }
-    Ok(verifier.finish(head_seq, &head_hash)?)
+    let summary = verifier.finish(head_seq, &head_hash)?;
+    // Entries past the head were not written through `record` (which moves the head in the same
+    // transaction). The maximum is read before the head, so a live append cannot trip this.
+    let max_seq: Option<i64> = with_pool!(db, |pool| sqlx::query_scalar(
+        "SELECT MAX(seq) FROM audit_log"
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(StoreError::from)?);
+    let (head_now, _) = head(db).await?;
+    if let Some(max_seq) = max_seq.filter(|m| *m > head_now) {
+        return Err(ChainBreak::BeyondHead {
+            seq: head_now + 1,
+            last: max_seq,
+        }
+        .into());
+    }
+    Ok(summary)
 }

@@ -111,6 +111,8 @@ enum Pools {
 pub struct Db {
     pools: Pools,
     clock: Arc<dyn Clock>,
+    /// The SQLite file, when on SQLite (for the migration lock).
+    sqlite_path: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Db {
@@ -195,7 +197,32 @@ impl Db {
                 Pools::Pg(pool)
             }
         };
-        Ok(Db { pools, clock })
+        let sqlite_path = match target {
+            DbTarget::SqliteFile(path) => Some(path.clone()),
+            DbTarget::Postgres(_) => None,
+        };
+        Ok(Db {
+            pools,
+            clock,
+            sqlite_path,
+        })
+    }
+
+    /// Opens a database that must already exist with the current schema: for commands that
+    /// work on a server's store and must neither create one nor change its schema.
+    pub async fn open_existing(target: &DbTarget, clock: Arc<dyn Clock>) -> StoreResult<Db> {
+        if let DbTarget::SqliteFile(path) = target
+            && !path.is_file()
+        {
+            return Err(StoreError::Config(format!(
+                "there is no Tessera database at {}; pass the server's --data-dir or --database-url, \
+                     or create it with `tessera migrate`",
+                path.display()
+            )));
+        }
+        let db = Db::connect(target, clock).await?;
+        db.ensure_schema_current().await?;
+        Ok(db)
     }
 
     /// Opens the database, refuses a schema newer than this build, and applies missing migrations.
@@ -284,7 +311,15 @@ impl Db {
             });
         }
         match &self.pools {
-            Pools::Sqlite(p) => self.migrator().run(p).await?,
+            Pools::Sqlite(p) => {
+                // sqlx locks migrations on PostgreSQL only; on SQLite two processes starting on a
+                // fresh store would both apply the first migration. A lock file serialises them.
+                let _lock = match &self.sqlite_path {
+                    Some(path) => Some(lock_file(path)?),
+                    None => None,
+                };
+                self.migrator().run(p).await?
+            }
             Pools::Pg(p) => self.migrator().run(p).await?,
         }
         self.schema_state().await
@@ -337,6 +372,26 @@ impl Db {
     pub async fn close(&self) {
         crate::with_pool!(self, |pool| pool.close().await)
     }
+}
+
+/// Takes an exclusive lock on `<db>.migrate-lock`, released when the file is dropped.
+fn lock_file(db_path: &std::path::Path) -> StoreResult<std::fs::File> {
+    let mut name = db_path.as_os_str().to_owned();
+    name.push(".migrate-lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&name)
+        .map_err(|e| {
+            StoreError::Config(format!(
+                "cannot open {}: {e}",
+                std::path::Path::new(&name).display()
+            ))
+        })?;
+    file.lock()
+        .map_err(|e| StoreError::Config(format!("cannot lock the migration lock file: {e}")))?;
+    Ok(file)
 }
 
 enum TxInner {

@@ -289,9 +289,11 @@ pub async fn set_manager(
 ) -> StoreResult<()> {
     let now = tx.now();
     let updated = with_conn!(tx, |conn| {
+        // The manager must be a live identity of the same data source (or none).
         sqlx::query(
             "UPDATE identities SET manager_id = $1, version = version + 1, updated_at = $2 \
-             WHERE id = $3 AND status <> 'deleted'",
+             WHERE id = $3 AND status <> 'deleted' AND ($1 IS NULL OR EXISTS (SELECT 1 FROM identities m \
+             WHERE m.id = $1 AND m.data_source_id = identities.data_source_id AND m.status <> 'deleted'))",
         )
         .bind(manager_id)
         .bind(now)
@@ -301,7 +303,7 @@ pub async fn set_manager(
         .rows_affected()
     });
     if updated == 0 {
-        return Err(StoreError::not_found("identity", id));
+        return Err(StoreError::not_found("identity or manager", id));
     }
     audit::record(
         tx,
@@ -529,15 +531,15 @@ pub async fn add_group_member(
         ));
     }
     let now = tx.now();
-    let member_table = match member_kind {
-        MemberKind::Identity => "identities",
-        MemberKind::Group => "groups",
+    let (member_table, live) = match member_kind {
+        MemberKind::Identity => ("identities", " AND m.status <> 'deleted'"),
+        MemberKind::Group => ("groups", ""),
     };
     // The member must exist in the same data source as the group: sources never mix.
     let sql = format!(
         "INSERT INTO group_members (group_id, member_kind, member_id, added_at) \
          SELECT g.id, $2, m.id, $4 FROM groups g JOIN {member_table} m ON m.data_source_id = g.data_source_id \
-         WHERE g.id = $1 AND m.id = $3 ON CONFLICT DO NOTHING"
+         WHERE g.id = $1 AND m.id = $3{live} ON CONFLICT DO NOTHING"
     );
     let added = with_conn!(tx, |conn| {
         let added = sqlx::query(sqlx::AssertSqlSafe(sql))

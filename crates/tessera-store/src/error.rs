@@ -43,10 +43,10 @@ impl From<sqlx::Error> for StoreError {
         if let sqlx::Error::Database(db) = &e
             && db.is_unique_violation()
         {
-            return StoreError::Conflict(format!(
-                "a unique value is already taken ({})",
-                db.message()
-            ));
+            // Callers that know which value clashed say so; the database's own message (which
+            // names constraints and differs by backend) stays out of responses.
+            tracing::debug!(error = %db.message(), "unique violation");
+            return StoreError::Conflict("a unique value is already taken".into());
         }
         StoreError::Database(e)
     }

@@ -395,6 +395,12 @@ async fn groups_and_members_round_trip() {
             matches!(cross, Err(StoreError::NotFound { .. })),
             "{cross:?}"
         );
+        let foreign_manager =
+            directory::set_manager(&mut tx, &ctx(), &alice.id, Some(&stranger.id)).await;
+        assert!(
+            matches!(foreign_manager, Err(StoreError::NotFound { .. })),
+            "{foreign_manager:?}"
+        );
         let selfish =
             directory::add_group_member(&mut tx, &ctx(), &eng.id, MemberKind::Group, &eng.id).await;
         assert!(matches!(selfish, Err(StoreError::Conflict(_))));
@@ -466,6 +472,16 @@ async fn groups_and_members_round_trip() {
                 .len(),
             1
         );
+        // A deleted identity cannot join a group.
+        let mut tx = db.begin().await.unwrap();
+        directory::set_identity_status(&mut tx, &ctx(), &alice.id, IdentityStatus::Deleted)
+            .await
+            .unwrap();
+        let gone =
+            directory::add_group_member(&mut tx, &ctx(), &eng.id, MemberKind::Identity, &alice.id)
+                .await;
+        assert!(matches!(gone, Err(StoreError::NotFound { .. })), "{gone:?}");
+        drop(tx);
         assert_eq!(
             directory::list_groups(db, Some(&ds.id), None, 10)
                 .await
@@ -1054,5 +1070,52 @@ async fn concurrent_claimers_never_share_a_job() {
         all.sort();
         all.dedup();
         assert_eq!((n, all.len()), (40, 40));
+    }
+}
+
+#[tokio::test]
+async fn verify_flags_entries_beyond_the_head_but_not_live_appends() {
+    for t in TestDb::all().await {
+        seed_audit(&t.db, 3).await;
+        // Appends while verification runs never look like tampering.
+        let writer = {
+            let db = t.db.clone();
+            tokio::spawn(async move {
+                for i in 0..40 {
+                    let mut tx = db.begin().await.unwrap();
+                    directory::create_data_source(
+                        &mut tx,
+                        &ctx(),
+                        &format!("live{i}"),
+                        DataSourceKind::Csv,
+                        MatchingKey::Email,
+                    )
+                    .await
+                    .unwrap();
+                    tx.commit().await.unwrap();
+                }
+            })
+        };
+        for _ in 0..20 {
+            audit::verify(&t.db).await.unwrap();
+        }
+        writer.await.unwrap();
+        assert_eq!(audit::verify(&t.db).await.unwrap().entries, 43);
+
+        // A row slipped in past the head, bypassing `record`, is named.
+        exec(
+            &t.db,
+            "INSERT INTO audit_log (seq, id, occurred_at, actor_kind, action, entity_kind, details, prev_hash, hash) \
+             SELECT seq + 1, 'forged', 0, 'cli', 'x', 'y', '{}', hash, 'h' FROM audit_head",
+        )
+        .await;
+        let err = audit::verify(&t.db).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                audit::VerifyError::Broken(ChainBreak::BeyondHead { seq: 44, last: 44 })
+            ),
+            "{err:?}"
+        );
     }
 }

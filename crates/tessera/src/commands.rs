@@ -6,7 +6,11 @@ use tessera_domain::audit::Actor;
 use tessera_store::{ChangeContext, Db, DbTarget, admin_tokens, audit};
 
 use crate::config::Config;
-use crate::serve::open_db;
+/// Opens the server's existing store without creating it or changing its schema.
+async fn open_db(config: &Config) -> anyhow::Result<Db> {
+    let target = DbTarget::from_config(config.database_url.as_deref(), &config.data_dir)?;
+    Ok(Db::open_existing(&target, std::sync::Arc::new(tessera_domain::SystemClock)).await?)
+}
 
 fn cli_context() -> ChangeContext {
     ChangeContext::new(Actor::cli())

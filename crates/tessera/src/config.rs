@@ -136,9 +136,7 @@ impl Config {
                 tessera_domain::secret::MIN_SUPPLIED_SECRET_LEN
             ));
         }
-        if self.log.level.trim().is_empty() {
-            return Err("log.level: must not be empty".into());
-        }
+        validate_log_level(&self.log.level)?;
         tessera_store::DbTarget::from_config(self.database_url.as_deref(), &self.data_dir)
             .map_err(|e| format!("database_url: {e}"))?;
         Ok(())
@@ -150,6 +148,27 @@ impl Config {
             request_log: self.request_log.clone(),
         }
     }
+}
+
+/// Accepts `LEVEL` or `TARGET=LEVEL` directives separated by commas, so that a typo such as
+/// `inof` fails start instead of being read as a target name that silences every log.
+fn validate_log_level(filter: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let is_level = |s: &str| LEVELS.contains(&s.trim().to_ascii_lowercase().as_str());
+    if filter.trim().is_empty() {
+        return Err("log.level: must not be empty".into());
+    }
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = directive
+            .rsplit_once('=')
+            .map_or(directive, |(_, level)| level);
+        if !is_level(level) {
+            return Err(format!(
+                "log.level: {directive:?} is not a level (trace, debug, info, warn, error, off) or target=level"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// One figment error as `key: problem (source)`, never echoing a secret value.
@@ -235,6 +254,14 @@ mod tests {
             let e = Config::load_from(None, FlagOverrides::default(), |n| std::env::var(n).ok())
                 .unwrap_err();
             assert!(e.contains("listn"), "{e}");
+
+            jail.clear_env();
+            jail.set_env("TESSERA_LOG__LEVEL", "inof");
+            let e = Config::load_from(None, FlagOverrides::default(), |n| std::env::var(n).ok())
+                .unwrap_err();
+            assert!(e.starts_with("log.level:"), "{e}");
+            jail.set_env("TESSERA_LOG__LEVEL", "warn,tessera_server=debug");
+            Config::load_from(None, FlagOverrides::default(), |n| std::env::var(n).ok()).unwrap();
 
             jail.clear_env();
             jail.set_env("TESSERA_DATABASE_URL", "mysql://x");

@@ -563,3 +563,21 @@ fn serves_and_verifies_on_postgresql() {
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("intact: 2 entries"), "{stdout}");
 }
+
+#[test]
+fn store_commands_refuse_a_missing_database_instead_of_creating_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("nothing-here");
+    for args in [
+        vec!["audit", "verify"],
+        vec!["admin-token", "list"],
+        vec!["admin-token", "create"],
+    ] {
+        let mut full = args.clone();
+        full.extend(["--data-dir", empty.to_str().unwrap()]);
+        let (code, _, stderr) = run(&mut tessera(&full));
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains("there is no Tessera database"), "{stderr}");
+    }
+    assert!(!empty.exists(), "nothing was created");
+}

@@ -109,7 +109,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::Conflict(d) => problem(StatusCode::CONFLICT, "conflict", &d, rid, None),
             ApiError::Internal(detail) => {
-                tracing::error!(error = %detail, "internal error");
+                tracing::error!(error = %tessera_domain::redact::redact_text(&detail), "internal error");
                 match &ctx {
                     Some(c) => {
                         c.set_internal_error(detail);

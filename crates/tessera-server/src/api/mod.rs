@@ -42,6 +42,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
+/// `Path` whose rejection (e.g. an undecodable segment) is a problem document.
+struct ApiPath<T>(T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| ApiPath(v))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
+    }
+}
+
 #[derive(Serialize)]
 struct WhoAmI {
     kind: &'static str,
@@ -213,7 +227,7 @@ async fn list_identities(
 async fn get_identity(
     _: AdminCaller,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<IdentityView>, ApiError> {
     check_id(&id)?;
     Ok(Json(directory::get_identity(&state.db, &id).await?.into()))
@@ -266,7 +280,7 @@ async fn list_groups(
 async fn get_group(
     _: AdminCaller,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<GroupView>, ApiError> {
     check_id(&id)?;
     Ok(Json(directory::get_group(&state.db, &id).await?.into()))
@@ -290,7 +304,7 @@ struct MemberView {
 async fn list_group_members(
     _: AdminCaller,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<MemberPageQuery>,
 ) -> Result<Json<Page<MemberView>>, ApiError> {
     check_id(&id)?;
