@@ -896,7 +896,18 @@ async fn request_logs_round_trip_and_purge_by_age() {
             message: "boom".into(),
             detail: Some("backtrace".into()),
         });
+        // Characters that delimiters and escapes in any wire format could trip over.
+        batch.api_events[1].user_agent = Some("tab\there\nnew\\line\r\\N \u{e9}\u{1f600}".into());
         request_log::write_batch(db, &batch).await.unwrap();
+        let tricky = request_log::api_events_for_request(db, "r-e001")
+            .await
+            .unwrap();
+        assert_eq!(
+            tricky[0].user_agent,
+            batch.api_events[1].user_agent,
+            "{}",
+            t.backend().as_str()
+        );
 
         assert_eq!(
             request_log::api_events_for_request(db, "r-e000")
