@@ -252,9 +252,9 @@ pub enum ChainBreak {
     )]
     HeadMismatch { last_seq: i64, head_seq: i64 },
     #[error(
-        "entries {seq} to {last} lie beyond the recorded head: they were not appended by Tessera"
+        "{count} entries (the first numbered {first}) lie outside the chain recorded by the head: they were not appended by Tessera"
     )]
-    BeyondHead { seq: i64, last: i64 },
+    Foreign { count: i64, first: i64 },
 }
 
 impl ChainBreak {
@@ -264,7 +264,7 @@ impl ChainBreak {
             ChainBreak::Missing { expected, .. } => *expected,
             ChainBreak::Unlinked { seq } | ChainBreak::Altered { seq } => *seq,
             ChainBreak::HeadMismatch { last_seq, .. } => last_seq + 1,
-            ChainBreak::BeyondHead { seq, .. } => *seq,
+            ChainBreak::Foreign { first, .. } => *first,
         }
     }
 }

@@ -68,7 +68,8 @@ pub fn is_sensitive_name(name: &str) -> bool {
 /// the common body or path skips parsing. Anything that could hide a sensitive name (escapes,
 /// percent-encoding) or a key (`kty`, PEM, JWT, Tessera secret shapes) takes the full path.
 fn may_hold_secret(text: &str) -> bool {
-    const MARKERS: [&str; 6] = ["eyJ", "tsr_", "PRIVATE KEY", "\\u", "%", "kty"];
+    // Any backslash: a JSON escape (`\u0073`, `\t`) can hide a letter of a name from folding.
+    const MARKERS: [&str; 6] = ["eyJ", "tsr_", "PRIVATE KEY", "\\", "%", "kty"];
     MARKERS.iter().any(|m| text.contains(m)) || folded_contains_any(text, &SENSITIVE_WORDS)
 }
 
@@ -87,8 +88,13 @@ pub fn redact_header<'a>(name: &str, value: &'a str) -> Cow<'a, str> {
     if is_sensitive_name(name) || is_sensitive_value(value) {
         Cow::Borrowed(REDACTED)
     } else if may_hold_secret(value) {
-        // e.g. `Referer: https://app/cb?access_token=…`
-        Cow::Owned(redact_text(value))
+        // e.g. `Referer: https://app/cb?access_token=…`: a URL's query is decoded and checked
+        // pair by pair, like the request's own.
+        Cow::Owned(if value.contains('?') {
+            redact_path_and_query(value)
+        } else {
+            redact_text(value)
+        })
     } else {
         Cow::Borrowed(value)
     }
@@ -143,8 +149,11 @@ pub fn redact_json(value: &mut Value) {
                 k.eq_ignore_ascii_case("path") && v.as_str().is_some_and(is_sensitive_name)
             });
             for (key, v) in map.iter_mut() {
-                let jwk_private =
-                    is_jwk && matches!(key.as_str(), "d" | "p" | "q" | "dp" | "dq" | "qi" | "k");
+                let jwk_private = is_jwk
+                    && matches!(
+                        key.as_str(),
+                        "d" | "p" | "q" | "dp" | "dq" | "qi" | "k" | "oth"
+                    );
                 let patched_secret = sensitive_path && key.eq_ignore_ascii_case("value");
                 if is_sensitive_name(key) || jwk_private || patched_secret {
                     *v = Value::String(REDACTED.to_owned());
@@ -186,7 +195,9 @@ fn redact_body_text(content_type: Option<&str>, body: &[u8]) -> String {
         // Part names sit in part headers this redactor does not parse: keep nothing.
         return format!("[multipart body, {} bytes]", body.len());
     }
-    if mime.ends_with("json") || mime.ends_with("+json") {
+    // JSON is parsed whatever the declared type, so a key is found by name wherever it sits.
+    let looks_json = matches!(text.trim_start().as_bytes().first(), Some(b'{' | b'['));
+    if mime.ends_with("json") || mime.ends_with("+json") || looks_json {
         if let Ok(mut value) = serde_json::from_str::<Value>(text) {
             redact_json(&mut value);
             return value.to_string();
@@ -573,6 +584,20 @@ mod tests {
         assert!(!r.contains("hunter2"), "{r}");
         let r = redact_body(Some("application/json"), br#"{"kty":"oct","k":"c2VjcmV0"}"#);
         assert!(!r.contains("c2VjcmV0"), "{r}");
+        for hidden in [
+            br#"{"pass\tword":"hunter2"}"#.as_slice(),
+            br#"{"path":"pass\nword","value":"hunter2"}"#,
+        ] {
+            let r = redact_body(Some("application/json"), hidden);
+            assert!(!r.contains("hunter2"), "{r}");
+        }
+        let r = redact_body(Some("text/plain"), br#"{"kty":"oct","k":"c2VjcmV0"}"#);
+        assert!(
+            !r.contains("c2VjcmV0"),
+            "JSON is recognised without its content type: {r}"
+        );
+        let r = redact_header("referer", "https://app/cb?pass%77ord=hunter2&x=1");
+        assert!(!r.contains("hunter2") && r.contains("x=1"), "{r}");
     }
 
     #[test]

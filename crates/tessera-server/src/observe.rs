@@ -149,7 +149,11 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
                 response = Response::from_parts(parts, Body::from(bytes));
             }
             Err(e) => {
-                tracing::warn!(error = %e, "response body could not be read");
+                log_error(
+                    "error",
+                    "the response body could not be read",
+                    &e.to_string(),
+                );
                 response = surface.internal_error(&request_id);
             }
         }

@@ -14,8 +14,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderMap;
 use tessera_domain::redact;
-use tessera_store::Db;
 use tessera_store::request_log::{self, ApiEvent, ApiEventDetail, Batch, LogEvent};
+use tessera_store::{Db, StoreError};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::RequestLogConfig;
@@ -188,41 +188,48 @@ impl RequestLogWriter {
                 return;
             }
         };
-        if self.write_with_retries(&batch).await {
-            self.metrics.request_log_written(count);
-        } else {
-            // One bad row must not take its neighbours with it: write them one by one.
-            let (written, dropped) = self.write_one_by_one(batch).await;
-            tracing::error!(
-                written,
-                dropped,
-                "request log batch failed; wrote its rows one by one"
-            );
-            self.metrics.request_log_written(written);
-            self.metrics.request_log_dropped(dropped);
+        match self.write_with_retries(&batch).await {
+            Ok(()) => self.metrics.request_log_written(count),
+            Err(e) if e.is_rejected_data() && count > 1 => {
+                let (written, dropped) = self.write_one_by_one(batch).await;
+                tracing::error!(error = %e, written, dropped, "request log batch refused; wrote its rows one by one");
+                self.metrics.request_log_written(written);
+                self.metrics.request_log_dropped(dropped);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, rows = count, "request log write failed; rows dropped");
+                self.metrics.request_log_dropped(count);
+            }
         }
         self.metrics.set_request_log_queued(self.rx.len());
     }
 
-    async fn write_with_retries(&self, batch: &Batch) -> bool {
-        for attempt in 1..=3u64 {
+    /// Writes a batch, retrying transient failures. Returns the last error when it gives up.
+    async fn write_with_retries(&self, batch: &Batch) -> Result<(), StoreError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
             match request_log::write_batch(&self.db, batch).await {
-                Ok(()) => return true,
-                Err(e) => {
-                    tracing::warn!(error = %e, attempt, "request log write failed");
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < 3 && !e.is_rejected_data() => {
+                    tracing::warn!(error = %e, attempt, "request log write failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
                 }
+                Err(e) => return Err(e),
             }
         }
-        false
     }
 
+    /// Writes the rows of a batch the database refused one at a time, so one bad row does not
+    /// take its neighbours with it. Stops at the first failure that is not about the data
+    /// (the database is gone: trying row after row would only wait out timeouts).
     async fn write_one_by_one(&self, batch: Batch) -> (u64, u64) {
         let Batch {
             api_events,
             details,
             log_events,
         } = batch;
+        let total = (api_events.len() + log_events.len()) as u64;
         let mut details: std::collections::HashMap<String, ApiEventDetail> = details
             .into_iter()
             .map(|d| (d.api_event_id.clone(), d))
@@ -242,9 +249,13 @@ impl RequestLogWriter {
         for single in singles {
             match request_log::write_batch(&self.db, &single).await {
                 Ok(()) => written += 1,
-                Err(e) => {
-                    tracing::error!(error = %e, "request log row dropped");
+                Err(e) if e.is_rejected_data() => {
+                    tracing::error!(error = %e, "request log row refused by the database; dropped");
                     dropped += 1;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "request log database unavailable; rows dropped");
+                    return (written, total - written);
                 }
             }
         }

@@ -851,3 +851,30 @@ async fn identities_and_groups_are_listed_with_paging() {
         assert_eq!(sources["items"][0]["name"], "HR");
     }
 }
+
+#[tokio::test]
+async fn an_unreachable_database_drops_log_rows_promptly_and_shutdown_does_not_hang() {
+    let server = start(TestDb::sqlite().await).await;
+    server.test_db.db.close().await;
+    for _ in 0..5 {
+        let r = client()
+            .get(server.url("/api/v1/nothing"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+    }
+    let metrics = server.state.metrics.clone();
+    let started = std::time::Instant::now();
+    let t = server.stop().await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let text = metrics.render(t.db.pool_stats(), None);
+    assert!(
+        text.contains("tessera_request_log_dropped_total 5"),
+        "{text}"
+    );
+}

@@ -153,19 +153,22 @@ pub async fn verify(db: &Db) -> Result<ChainSummary, VerifyError> {
         }
     }
     let summary = verifier.finish(head_seq, &head_hash)?;
-    // Entries past the head were not written through `record` (which moves the head in the same
-    // transaction). The maximum is read before the head, so a live append cannot trip this.
-    let max_seq: Option<i64> = with_pool!(db, |pool| sqlx::query_scalar(
-        "SELECT MAX(seq) FROM audit_log"
-    )
-    .fetch_one(pool)
-    .await
-    .map_err(StoreError::from)?);
-    let (head_now, _) = head(db).await?;
-    if let Some(max_seq) = max_seq.filter(|m| *m > head_now) {
-        return Err(ChainBreak::BeyondHead {
-            seq: head_now + 1,
-            last: max_seq,
+    // Rows outside 1..=head were not written through `record` (which moves the head in the
+    // same transaction as each insert). One statement sees one snapshot, so live appends, which
+    // commit row and head together, never trip this.
+    let (foreign, first): (i64, Option<i64>) = with_pool!(db, |pool| {
+        sqlx::query_as(
+            "SELECT COUNT(*), MIN(COALESCE(seq, 0)) FROM audit_log \
+             WHERE seq IS NULL OR seq < 1 OR seq > (SELECT seq FROM audit_head WHERE id = 1)",
+        )
+        .fetch_one(pool)
+        .await
+        .map_err(StoreError::from)?
+    });
+    if foreign > 0 {
+        return Err(ChainBreak::Foreign {
+            count: foreign,
+            first: first.unwrap_or(0),
         }
         .into());
     }

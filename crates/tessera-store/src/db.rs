@@ -314,8 +314,15 @@ impl Db {
             Pools::Sqlite(p) => {
                 // sqlx locks migrations on PostgreSQL only; on SQLite two processes starting on a
                 // fresh store would both apply the first migration. A lock file serialises them.
-                let _lock = match &self.sqlite_path {
-                    Some(path) => Some(lock_file(path)?),
+                let _lock = match self.sqlite_path.clone() {
+                    // Waiting for the lock blocks a thread; keep that off the async workers.
+                    Some(path) => Some(
+                        tokio::task::spawn_blocking(move || lock_file(&path))
+                            .await
+                            .map_err(|e| {
+                                StoreError::Config(format!("migration lock task failed: {e}"))
+                            })??,
+                    ),
                     None => None,
                 };
                 self.migrator().run(p).await?

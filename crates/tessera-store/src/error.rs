@@ -36,6 +36,16 @@ impl StoreError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
     }
+
+    /// Whether the database refused this data (as opposed to being unreachable, timing out or
+    /// failing for reasons unrelated to what was sent).
+    pub fn is_rejected_data(&self) -> bool {
+        match self {
+            StoreError::Database(e) => matches!(e, sqlx::Error::Database(_)),
+            StoreError::Conflict(_) | StoreError::Invalid(_) => true,
+            _ => false,
+        }
+    }
 }
 
 impl From<sqlx::Error> for StoreError {

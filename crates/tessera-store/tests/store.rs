@@ -1124,7 +1124,10 @@ async fn verify_flags_entries_beyond_the_head_but_not_live_appends() {
         assert!(
             matches!(
                 err,
-                audit::VerifyError::Broken(ChainBreak::BeyondHead { seq: 44, last: 44 })
+                audit::VerifyError::Broken(ChainBreak::Foreign {
+                    count: 1,
+                    first: 44
+                })
             ),
             "{err:?}"
         );

@@ -75,7 +75,13 @@ pub async fn run(config: Config, banner: Option<Banner>) -> anyhow::Result<ExitC
     tracing::info!("shutting down: finishing background work");
     let _ = stop_tx.send(true);
     let _ = engine_task.await;
-    let _ = writer_task.await;
+    // The writer drains its queue; a database that stopped answering must not hold the exit.
+    if tokio::time::timeout(std::time::Duration::from_secs(30), writer_task)
+        .await
+        .is_err()
+    {
+        tracing::error!("request log not fully flushed within 30 s; exiting anyway");
+    }
     db.close().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
