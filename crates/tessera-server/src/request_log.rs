@@ -183,7 +183,7 @@ impl RequestLogWriter {
         {
             Ok(batch) => batch,
             Err(e) => {
-                tracing::error!(error = %e, rows = count, "request log redaction failed; rows dropped");
+                tracing::error!(error = %redact::redact_text(&e.to_string()), rows = count, "request log redaction failed; rows dropped");
                 self.metrics.request_log_dropped(count);
                 return;
             }
@@ -192,12 +192,12 @@ impl RequestLogWriter {
             Ok(()) => self.metrics.request_log_written(count),
             Err(e) if e.is_rejected_data() && count > 1 => {
                 let (written, dropped) = self.write_one_by_one(batch).await;
-                tracing::error!(error = %e, written, dropped, "request log batch refused; wrote its rows one by one");
+                tracing::error!(error = %redact::redact_text(&e.to_string()), written, dropped, "request log batch refused; wrote its rows one by one");
                 self.metrics.request_log_written(written);
                 self.metrics.request_log_dropped(dropped);
             }
             Err(e) => {
-                tracing::error!(error = %e, rows = count, "request log write failed; rows dropped");
+                tracing::error!(error = %redact::redact_text(&e.to_string()), rows = count, "request log write failed; rows dropped");
                 self.metrics.request_log_dropped(count);
             }
         }
@@ -212,7 +212,7 @@ impl RequestLogWriter {
             match request_log::write_batch(&self.db, batch).await {
                 Ok(()) => return Ok(()),
                 Err(e) if attempt < 3 && !e.is_rejected_data() => {
-                    tracing::warn!(error = %e, attempt, "request log write failed; retrying");
+                    tracing::warn!(error = %redact::redact_text(&e.to_string()), attempt, "request log write failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
                 }
                 Err(e) => return Err(e),
@@ -250,11 +250,11 @@ impl RequestLogWriter {
             match request_log::write_batch(&self.db, &single).await {
                 Ok(()) => written += 1,
                 Err(e) if e.is_rejected_data() => {
-                    tracing::error!(error = %e, "request log row refused by the database; dropped");
+                    tracing::error!(error = %redact::redact_text(&e.to_string()), "request log row refused by the database; dropped");
                     dropped += 1;
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "request log database unavailable; rows dropped");
+                    tracing::error!(error = %redact::redact_text(&e.to_string()), "request log database unavailable; rows dropped");
                     return (written, total - written);
                 }
             }
