@@ -29,7 +29,7 @@ run_case() { # $1 logging on|off, $2 route; a fresh server and store for each ca
   dir=$(mktemp -d -t tessera-bench.XXXXXX)
   port=$(free_port)
   local enabled=true; [ "$logging" = off ] && enabled=false
-  if [ -n "${DATABASE_URL:-}" ]; then psql "$DATABASE_URL" -qc 'DROP SCHEMA public CASCADE; CREATE SCHEMA public' >/dev/null; fi
+  if [ -n "${DATABASE_URL:-}" ]; then psql "$DATABASE_URL" -qc 'SET client_min_messages = warning; DROP SCHEMA public CASCADE; CREATE SCHEMA public' >/dev/null; fi
   TESSERA_BOOTSTRAP_TOKEN=$TOKEN \
   TESSERA_LOG__LEVEL=warn \
   TESSERA_REQUEST_LOG__ENABLED=$enabled \
