@@ -138,6 +138,29 @@ fn run(cmd: &mut Command) -> (i32, String, String) {
     )
 }
 
+/// Runs raw SQL on a SQLite store, as someone with access to the file could.
+fn exec_sqlite(path: &Path, statements: &[&str]) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let target = tessera_store::DbTarget::SqliteFile(path.to_owned());
+        let db = tessera_store::Db::connect(&target, Arc::new(tessera_domain::SystemClock))
+            .await
+            .unwrap();
+        for sql in statements {
+            tessera_store::with_pool!(db, |pool| {
+                sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+                    .execute(pool)
+                    .await
+                    .unwrap();
+            });
+        }
+        db.close().await;
+    });
+}
+
 fn last_line(s: &str) -> String {
     s.lines().last().unwrap_or("").to_owned()
 }
@@ -318,24 +341,13 @@ fn a_database_newer_than_the_build_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_str().unwrap();
     assert_eq!(run(&mut tessera(&["migrate", "--data-dir", data_dir])).0, 0);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let target = tessera_store::DbTarget::SqliteFile(dir.path().join("tessera.db"));
-        let db = tessera_store::Db::connect(&target, Arc::new(tessera_domain::SystemClock)).await.unwrap();
-        tessera_store::with_pool!(db, |pool| {
-            sqlx::query(
-                "INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time) \
-                 VALUES (9999, 'future', CURRENT_TIMESTAMP, TRUE, X'00', 0)",
-            )
-            .execute(pool)
-            .await
-            .unwrap();
-        });
-        db.close().await;
-    });
+    exec_sqlite(
+        &dir.path().join("tessera.db"),
+        &[
+            "INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time) \
+           VALUES (9999, 'future', CURRENT_TIMESTAMP, TRUE, X'00', 0)",
+        ],
+    );
     let (code, _, stderr) = run(&mut tessera(&[
         "serve",
         "--data-dir",
@@ -392,27 +404,13 @@ fn the_demo_serves_is_ready_and_its_audit_chain_verifies() {
     assert!(stdout.starts_with("Audit chain intact"), "{stdout}");
 
     // Tamper with the store directly: verify names the entry and exits 1.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let target = tessera_store::DbTarget::SqliteFile(demo_dir.join("tessera.db"));
-        let db = tessera_store::Db::connect(&target, Arc::new(tessera_domain::SystemClock))
-            .await
-            .unwrap();
-        tessera_store::with_pool!(db, |pool| {
-            sqlx::query("DROP TRIGGER audit_log_no_update")
-                .execute(pool)
-                .await
-                .unwrap();
-            sqlx::query("UPDATE audit_log SET actor_kind = 'identity' WHERE seq = 7")
-                .execute(pool)
-                .await
-                .unwrap();
-        });
-        db.close().await;
-    });
+    exec_sqlite(
+        &demo_dir.join("tessera.db"),
+        &[
+            "DROP TRIGGER audit_log_no_update",
+            "UPDATE audit_log SET actor_kind = 'identity' WHERE seq = 7",
+        ],
+    );
     let (code, stdout, _) = run(&mut tessera(&[
         "audit",
         "verify",
