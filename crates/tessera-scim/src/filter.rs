@@ -505,6 +505,58 @@ fn parse_attr_path(word: &str, at: usize) -> Result<AttrPath, ScimError> {
     })
 }
 
+/// A PATCH operation's `path` (RFC 7644 §3.5.2): `attrPath`, or `attr[filter]` optionally
+/// followed by `.sub`, as in `emails[type eq "work"].value`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatchPath {
+    pub attr: AttrPath,
+    pub filter: Option<Filter>,
+    /// The sub-attribute after a value filter (`.value` in `emails[type eq "work"].value`).
+    pub sub: Option<String>,
+}
+
+/// Parses a PATCH path, answering bad input with `400 invalidPath`.
+pub fn parse_path(text: &str, limits: FilterLimits) -> Result<PatchPath, ScimError> {
+    let invalid = |why: String| {
+        ScimError::bad_request(
+            crate::ScimType::InvalidPath,
+            format!("the path '{text}' is not valid: {why}"),
+        )
+    };
+    let text = text.trim();
+    if text.len() > limits.max_len {
+        return Err(invalid(format!("longer than {} bytes", limits.max_len)));
+    }
+    let Some(open) = text.find('[') else {
+        let attr = parse_attr_path(text, 0).map_err(|e| invalid(e.detail))?;
+        return Ok(PatchPath {
+            attr,
+            filter: None,
+            sub: None,
+        });
+    };
+    let close = text
+        .rfind(']')
+        .filter(|&close| close > open)
+        .ok_or_else(|| invalid("the '[' is not closed".into()))?;
+    let attr = parse_attr_path(&text[..open], 0).map_err(|e| invalid(e.detail))?;
+    if attr.sub.is_some() {
+        return Err(invalid("a value filter must follow an attribute, not a sub-attribute".into()));
+    }
+    let filter = parse_filter(&text[open + 1..close], limits).map_err(|e| invalid(e.detail))?;
+    let rest = &text[close + 1..];
+    let sub = match rest.strip_prefix('.') {
+        None if rest.is_empty() => None,
+        Some(sub) if is_attr_name(sub) => Some(sub.to_owned()),
+        _ => return Err(invalid(format!("'{rest}' after the filter is not '.subAttribute'"))),
+    };
+    Ok(PatchPath {
+        attr,
+        filter: Some(filter),
+        sub,
+    })
+}
+
 impl fmt::Display for AttrPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(uri) = &self.uri {
