@@ -79,8 +79,9 @@ pub struct IdentityAttributes {
     pub department: Option<String>,
     pub job_title: Option<String>,
     pub manager_id: Option<String>,
-    /// Everything else the source sent, kept verbatim.
-    pub extra: Option<Value>,
+    /// The full record the source sent (for SCIM, the normalised resource), kept so that it
+    /// can be returned as it was given.
+    pub source_doc: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,7 +103,8 @@ pub struct GroupAttributes {
     pub display_name: String,
     pub external_id: Option<String>,
     pub description: Option<String>,
-    pub extra: Option<Value>,
+    /// The full record the source sent (for SCIM, the normalised resource without members).
+    pub source_doc: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -11,12 +11,14 @@ use subtle::ConstantTimeEq;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecretKind {
     AdminToken,
+    ScimToken,
 }
 
 impl SecretKind {
     pub fn prefix(self) -> &'static str {
         match self {
             SecretKind::AdminToken => "tsr_adm_",
+            SecretKind::ScimToken => "tsr_scim_",
         }
     }
 }
@@ -55,6 +57,29 @@ pub fn digest(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// Hashes a person's password with Argon2id (default parameters, random salt) into a PHC
+/// string. Passwords are never stored or logged in any other form.
+pub fn hash_password(password: &str) -> Result<String, RandomnessError> {
+    use argon2::Argon2;
+    use argon2::password_hash::PasswordHasher;
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| RandomnessError(e.to_string()))
+}
+
+/// Whether a password matches a PHC string from [`hash_password`] (constant time in the hash).
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    use argon2::Argon2;
+    use argon2::password_hash::PasswordVerifier;
+    use argon2::password_hash::phc::PasswordHash;
+    PasswordHash::new(phc).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
+}
+
 /// Compares two digests without leaking, through timing, where they first differ.
 pub fn digests_match(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
@@ -67,6 +92,16 @@ pub const MIN_SUPPLIED_SECRET_LEN: usize = 32;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_hash_with_argon2id_and_verify() {
+        let phc = hash_password("correct horse").unwrap();
+        assert!(phc.starts_with("$argon2id$"));
+        assert!(!phc.contains("correct horse"));
+        assert!(verify_password("correct horse", &phc));
+        assert!(!verify_password("wrong", &phc));
+        assert!(!verify_password("correct horse", "not a hash"));
+    }
 
     #[test]
     fn issued_secrets_are_unique_prefixed_and_verify() {

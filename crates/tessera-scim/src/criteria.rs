@@ -141,6 +141,8 @@ fn filterable(kind: ResourceKind, target: &Target, within: Option<&AttrDef>) -> 
         (ResourceKind::Group, "members", Some("display" | "$ref")) => false,
         (ResourceKind::User, "groups", Some(sub)) => sub == "value",
         (ResourceKind::User, "manager", Some("displayName")) => false,
+        // Never returned, so never matched on either: a filter must not reveal it.
+        (ResourceKind::User, "password", _) => false,
         _ => true,
     }
 }
@@ -159,7 +161,11 @@ pub struct Compiler<'a> {
 
 impl<'a> Compiler<'a> {
     /// A compiler for a value filter on the multi-valued `attr` (as in a PATCH path).
-    pub fn within(rt: &'a ResourceType, extension: Option<&'static str>, attr: &'static AttrDef) -> Self {
+    pub fn within(
+        rt: &'a ResourceType,
+        extension: Option<&'static str>,
+        attr: &'static AttrDef,
+    ) -> Self {
         Compiler {
             rt,
             within: Some((extension, attr)),
@@ -172,8 +178,7 @@ impl<'a> Compiler<'a> {
             Filter::Compare(path, op, value) => self.leaf(path, Some((*op, value)))?,
             Filter::ValuePath(path, inner) => {
                 let target = self.target(path)?;
-                if !target.attr.multi || target.attr.ty != AttrType::Complex || path.sub.is_some()
-                {
+                if !target.attr.multi || target.attr.ty != AttrType::Complex || path.sub.is_some() {
                     return Err(invalid(format!(
                         "'{path}[...]' needs a multi-valued complex attribute"
                     )));
@@ -205,12 +210,7 @@ impl<'a> Compiler<'a> {
     }
 
     fn target(&self, path: &AttrPath) -> Result<Target, ScimError> {
-        let unknown = || {
-            invalid(format!(
-                "'{path}' is not an attribute of {}",
-                self.rt.id
-            ))
-        };
+        let unknown = || invalid(format!("'{path}' is not an attribute of {}", self.rt.id));
         let target = match self.within {
             None => resolve(self.rt, path).ok_or_else(unknown)?,
             Some((_, outer)) => {
@@ -220,7 +220,10 @@ impl<'a> Compiler<'a> {
                 Target {
                     extension: None,
                     attr: outer.sub_attr(&path.name).ok_or_else(|| {
-                        invalid(format!("'{}' is not a sub-attribute of {}", path, outer.name))
+                        invalid(format!(
+                            "'{}' is not a sub-attribute of {}",
+                            path, outer.name
+                        ))
                     })?,
                     sub: None,
                 }
@@ -303,7 +306,10 @@ fn compare(target: Target, op: CompareOp, value: &CompValue) -> Result<Criteria,
         return match op {
             CompareOp::Eq => Ok(Criteria::Not(Box::new(Criteria::Present(target)))),
             CompareOp::Ne => Ok(Criteria::Present(target)),
-            _ => Err(invalid(format!("'{name} {} null' is not a valid comparison", op.as_str()))),
+            _ => Err(invalid(format!(
+                "'{name} {} null' is not a valid comparison",
+                op.as_str()
+            ))),
         };
     }
     let cmp = match op {
@@ -340,7 +346,11 @@ fn compare(target: Target, op: CompareOp, value: &CompValue) -> Result<Criteria,
                 CompValue::Bool(b) => Operand::Bool(*b),
                 CompValue::Str(s) if s.eq_ignore_ascii_case("true") => Operand::Bool(true),
                 CompValue::Str(s) if s.eq_ignore_ascii_case("false") => Operand::Bool(false),
-                _ => return Err(invalid(format!("{name} is a boolean: compare it with true or false"))),
+                _ => {
+                    return Err(invalid(format!(
+                        "{name} is a boolean: compare it with true or false"
+                    )));
+                }
             }
         }
         AttrType::DateTime => {
@@ -348,10 +358,14 @@ fn compare(target: Target, op: CompareOp, value: &CompValue) -> Result<Criteria,
                 return Err(not_for("a dateTime"));
             }
             let CompValue::Str(s) = value else {
-                return Err(invalid(format!("{name} is a dateTime: compare it with a quoted RFC 3339 time")));
+                return Err(invalid(format!(
+                    "{name} is a dateTime: compare it with a quoted RFC 3339 time"
+                )));
             };
             Operand::Millis(parse_millis(s).ok_or_else(|| {
-                invalid(format!("'{s}' is not an RFC 3339 time (such as 2026-01-31T12:00:00Z)"))
+                invalid(format!(
+                    "'{s}' is not an RFC 3339 time (such as 2026-01-31T12:00:00Z)"
+                ))
             })?)
         }
         AttrType::Integer | AttrType::Decimal => {
@@ -360,10 +374,18 @@ fn compare(target: Target, op: CompareOp, value: &CompValue) -> Result<Criteria,
             }
             match value {
                 CompValue::Number(n) => Operand::Number(n.as_f64().unwrap_or(f64::NAN)),
-                _ => return Err(invalid(format!("{name} is a number: compare it with a number"))),
+                _ => {
+                    return Err(invalid(format!(
+                        "{name} is a number: compare it with a number"
+                    )));
+                }
             }
         }
-        _ => return Err(invalid(format!("{name} is complex: compare one of its sub-attributes"))),
+        _ => {
+            return Err(invalid(format!(
+                "{name} is complex: compare one of its sub-attributes"
+            )));
+        }
     };
     let comparison = Criteria::Compare(target, cmp, operand);
     Ok(if op == CompareOp::Ne {
@@ -482,17 +504,15 @@ impl Criteria {
 /// `sortBy`: a single-valued attribute that is not complex.
 pub fn sort_target(rt: &ResourceType, sort_by: &str) -> Result<Target, ScimError> {
     let bad = |why: &str| {
-        ScimError::bad_request(
-            ScimType::InvalidValue,
-            format!("sortBy '{sort_by}' {why}"),
-        )
+        ScimError::bad_request(ScimType::InvalidValue, format!("sortBy '{sort_by}' {why}"))
     };
     let path = crate::filter::parse_path(sort_by, Default::default())
         .ok()
         .filter(|p| p.filter.is_none())
         .ok_or_else(|| bad("is not an attribute path"))?
         .attr;
-    let target = resolve(rt, &path).ok_or_else(|| bad(&format!("is not an attribute of {}", rt.id)))?;
+    let target =
+        resolve(rt, &path).ok_or_else(|| bad(&format!("is not an attribute of {}", rt.id)))?;
     if target.attr.multi || target.def().ty == AttrType::Complex {
         return Err(bad("must name a single-valued, simple attribute"));
     }

@@ -541,14 +541,20 @@ pub fn parse_path(text: &str, limits: FilterLimits) -> Result<PatchPath, ScimErr
         .ok_or_else(|| invalid("the '[' is not closed".into()))?;
     let attr = parse_attr_path(&text[..open], 0).map_err(|e| invalid(e.detail))?;
     if attr.sub.is_some() {
-        return Err(invalid("a value filter must follow an attribute, not a sub-attribute".into()));
+        return Err(invalid(
+            "a value filter must follow an attribute, not a sub-attribute".into(),
+        ));
     }
     let filter = parse_filter(&text[open + 1..close], limits).map_err(|e| invalid(e.detail))?;
     let rest = &text[close + 1..];
     let sub = match rest.strip_prefix('.') {
         None if rest.is_empty() => None,
         Some(sub) if is_attr_name(sub) => Some(sub.to_owned()),
-        _ => return Err(invalid(format!("'{rest}' after the filter is not '.subAttribute'"))),
+        _ => {
+            return Err(invalid(format!(
+                "'{rest}' after the filter is not '.subAttribute'"
+            )));
+        }
     };
     Ok(PatchPath {
         attr,

@@ -66,11 +66,18 @@ pub fn parse_patch(body: &Value) -> Result<Vec<PatchOperation>, ScimError> {
     let Value::Object(body) = body else {
         return Err(syntax("the body must be a PatchOp JSON object"));
     };
-    let field = |name: &str| body.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
+    let field = |name: &str| {
+        body.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    };
     if let Some(schemas) = field("schemas") {
-        let listed = schemas
-            .as_array()
-            .is_some_and(|s| s.iter().any(|u| u.as_str().is_some_and(|u| u.eq_ignore_ascii_case(PATCH_OP_SCHEMA))));
+        let listed = schemas.as_array().is_some_and(|s| {
+            s.iter().any(|u| {
+                u.as_str()
+                    .is_some_and(|u| u.eq_ignore_ascii_case(PATCH_OP_SCHEMA))
+            })
+        });
         if !listed {
             return Err(syntax(format!("'schemas' must contain {PATCH_OP_SCHEMA}")));
         }
@@ -93,8 +100,16 @@ pub fn parse_patch(body: &Value) -> Result<Vec<PatchOperation>, ScimError> {
             let Value::Object(op) = op else {
                 return Err(syntax(format!("operation {} is not an object", i + 1)));
             };
-            let get = |name: &str| op.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
-            let kind = match get("op").and_then(Value::as_str).map(str::to_ascii_lowercase).as_deref() {
+            let get = |name: &str| {
+                op.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v)
+            };
+            let kind = match get("op")
+                .and_then(Value::as_str)
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+            {
                 Some("add") => OpKind::Add,
                 Some("remove") => OpKind::Remove,
                 Some("replace") => OpKind::Replace,
@@ -109,7 +124,12 @@ pub fn parse_patch(body: &Value) -> Result<Vec<PatchOperation>, ScimError> {
                 None | Some(Value::Null) => None,
                 Some(Value::String(p)) if p.trim().is_empty() => None,
                 Some(Value::String(p)) => Some(p.clone()),
-                Some(_) => return Err(invalid_path(format!("operation {}: 'path' must be a string", i + 1))),
+                Some(_) => {
+                    return Err(invalid_path(format!(
+                        "operation {}: 'path' must be a string",
+                        i + 1
+                    )));
+                }
             };
             Ok(PatchOperation {
                 op: kind,
@@ -133,7 +153,10 @@ pub fn apply_patch(
         apply_one(rt, &mut work, op, &mut members)?;
     }
     check_required(rt, &work).map_err(|e| {
-        ScimError::bad_request(ScimType::Mutability, format!("{}: it cannot be removed", e.detail))
+        ScimError::bad_request(
+            ScimType::Mutability,
+            format!("{}: it cannot be removed", e.detail),
+        )
     })?;
     *doc = work;
     Ok(members)
@@ -147,7 +170,10 @@ fn apply_one(
 ) -> Result<(), ScimError> {
     let Some(path) = &op.path else {
         if op.op == OpKind::Remove {
-            return Err(ScimError::bad_request(ScimType::NoTarget, "remove needs a 'path'"));
+            return Err(ScimError::bad_request(
+                ScimType::NoTarget,
+                "remove needs a 'path'",
+            ));
         }
         let Some(Value::Object(values)) = &op.value else {
             return Err(invalid_value(
@@ -158,10 +184,23 @@ fn apply_one(
             // A whole extension: `{"urn:…:enterprise:2.0:User": {"department": "x"}}`.
             if let Some(ext) = rt.extension(key) {
                 let Value::Object(attrs) = value else {
-                    return Err(invalid_value(format!("'{key}' must be an object of its attributes")));
+                    return Err(invalid_value(format!(
+                        "'{key}' must be an object of its attributes"
+                    )));
                 };
-                for (name, v) in attrs {
-                    apply_path(rt, doc, op.op, &format!("{}:{name}", ext.id), Some(v), members, true)?;
+                for (name, v) in attrs
+                    .iter()
+                    .filter(|(k, _)| !k.eq_ignore_ascii_case("schemas"))
+                {
+                    apply_path(
+                        rt,
+                        doc,
+                        op.op,
+                        &format!("{}:{name}", ext.id),
+                        Some(v),
+                        members,
+                        true,
+                    )?;
                 }
                 continue;
             }
@@ -200,12 +239,25 @@ fn apply_path(
                 Ok(())
             }
             (_, Some(Value::Object(attrs))) => {
-                for (name, v) in attrs {
-                    apply_path(rt, doc, op, &format!("{}:{name}", ext.id), Some(v), members, true)?;
+                for (name, v) in attrs
+                    .iter()
+                    .filter(|(k, _)| !k.eq_ignore_ascii_case("schemas"))
+                {
+                    apply_path(
+                        rt,
+                        doc,
+                        op,
+                        &format!("{}:{name}", ext.id),
+                        Some(v),
+                        members,
+                        true,
+                    )?;
                 }
                 Ok(())
             }
-            _ => Err(invalid_value(format!("'{path_text}' needs an object value"))),
+            _ => Err(invalid_value(format!(
+                "'{path_text}' needs an object value"
+            ))),
         };
     }
     if is_readonly_key(&path.attr) {
@@ -229,11 +281,22 @@ fn apply_path(
         };
     }
     if op != OpKind::Remove && value.is_none() {
-        return Err(invalid_value(format!("'{path_text}': add and replace need a 'value'")));
+        return Err(invalid_value(format!(
+            "'{path_text}': add and replace need a 'value'"
+        )));
     }
     let container = container_mut(doc, target.extension);
     let result = match (&path.filter, target.attr.multi) {
-        (Some(filter), true) => apply_filtered(rt, container, op, &target, filter, path.sub.as_deref(), value, path_text),
+        (Some(filter), true) => apply_filtered(
+            rt,
+            container,
+            op,
+            &target,
+            filter,
+            path.sub.as_deref(),
+            value,
+            path_text,
+        ),
         (Some(_), false) => Err(invalid_path(format!(
             "'{path_text}': a value filter needs a multi-valued attribute"
         ))),
@@ -241,7 +304,10 @@ fn apply_path(
         (None, false) => apply_single(container, op, &target, value, path_text),
     };
     if let Some(ext) = target.extension
-        && doc.get(ext).and_then(Value::as_object).is_some_and(Map::is_empty)
+        && doc
+            .get(ext)
+            .and_then(Value::as_object)
+            .is_some_and(Map::is_empty)
     {
         doc.remove(ext);
     }
@@ -260,7 +326,10 @@ fn is_readonly_key(path: &AttrPath) -> bool {
             .any(|k| path.name.eq_ignore_ascii_case(k))
 }
 
-fn container_mut<'a>(doc: &'a mut Map<String, Value>, extension: Option<&str>) -> &'a mut Map<String, Value> {
+fn container_mut<'a>(
+    doc: &'a mut Map<String, Value>,
+    extension: Option<&str>,
+) -> &'a mut Map<String, Value> {
     match extension {
         None => doc,
         Some(ext) => doc
@@ -298,7 +367,10 @@ fn apply_single(
                 .entry(attr.name.to_owned())
                 .or_insert_with(|| Value::Object(Map::new()));
             let Value::Object(object) = object else {
-                return Err(invalid_path(format!("'{path}': {} is not complex", attr.name)));
+                return Err(invalid_path(format!(
+                    "'{path}': {} is not complex",
+                    attr.name
+                )));
             };
             set_or_remove(object, sub.name, v);
             if object.is_empty() {
@@ -349,7 +421,9 @@ fn apply_multi(
         let items = container
             .entry(attr.name.to_owned())
             .or_insert_with(|| Value::Array(Vec::new()));
-        let Value::Array(items) = items else { unreachable!("multi-valued attributes are arrays") };
+        let Value::Array(items) = items else {
+            unreachable!("multi-valued attributes are arrays")
+        };
         if items.is_empty() && v.is_some() {
             items.push(Value::Object(Map::new()));
         }
@@ -368,17 +442,26 @@ fn apply_multi(
         _ => Vec::new(),
     };
     match op {
-        OpKind::Replace => set_or_remove(container, attr.name, (!new_items.is_empty()).then(|| Value::Array(new_items))),
+        OpKind::Replace => set_or_remove(
+            container,
+            attr.name,
+            (!new_items.is_empty()).then(|| Value::Array(new_items)),
+        ),
         OpKind::Add => {
             let adds_primary = new_items.iter().any(is_primary);
             let items = container
                 .entry(attr.name.to_owned())
                 .or_insert_with(|| Value::Array(Vec::new()));
-            let Value::Array(items) = items else { unreachable!("multi-valued attributes are arrays") };
+            let Value::Array(items) = items else {
+                unreachable!("multi-valued attributes are arrays")
+            };
             if adds_primary {
-                items.iter_mut().filter_map(Value::as_object_mut).for_each(|o| {
-                    o.remove("primary");
-                });
+                items
+                    .iter_mut()
+                    .filter_map(Value::as_object_mut)
+                    .for_each(|o| {
+                        o.remove("primary");
+                    });
             }
             for item in new_items {
                 if !items.contains(&item) {
@@ -395,10 +478,12 @@ fn apply_multi(
             } else if let Some(Value::Array(items)) = container.get_mut(attr.name) {
                 // Remove with a value array: drop the values named (by `value`, or whole).
                 items.retain(|existing| {
-                    !new_items.iter().any(|gone| match (gone.get("value"), existing.get("value")) {
-                        (Some(a), Some(b)) => a == b,
-                        _ => gone == existing,
-                    })
+                    !new_items
+                        .iter()
+                        .any(|gone| match (gone.get("value"), existing.get("value")) {
+                            (Some(a), Some(b)) => a == b,
+                            _ => gone == existing,
+                        })
                 });
                 if items.is_empty() {
                     container.remove(attr.name);
@@ -413,13 +498,19 @@ fn is_primary(v: &Value) -> bool {
     v.get("primary") == Some(&Value::Bool(true))
 }
 
-fn check_primary(container: &Map<String, Value>, attr: &AttrDef, path: &str) -> Result<(), ScimError> {
+fn check_primary(
+    container: &Map<String, Value>,
+    attr: &AttrDef,
+    path: &str,
+) -> Result<(), ScimError> {
     let count = container
         .get(attr.name)
         .and_then(Value::as_array)
         .map_or(0, |items| items.iter().filter(|v| is_primary(v)).count());
     if count > 1 {
-        return Err(invalid_value(format!("'{path}': at most one value may be primary")));
+        return Err(invalid_value(format!(
+            "'{path}': at most one value may be primary"
+        )));
     }
     Ok(())
 }
@@ -438,7 +529,9 @@ fn apply_filtered(
 ) -> Result<(), ScimError> {
     let attr = target.attr;
     if target.sub.is_some() {
-        return Err(invalid_path(format!("'{path}': a value filter follows an attribute")));
+        return Err(invalid_path(format!(
+            "'{path}': a value filter follows an attribute"
+        )));
     }
     let criteria = Compiler::within(rt, target.extension, attr)
         .compile(filter)
@@ -446,7 +539,10 @@ fn apply_filtered(
     let sub = match sub_name {
         None => None,
         Some(name) => Some(attr.sub_attr(name).ok_or_else(|| {
-            invalid_path(format!("'{path}': '{name}' is not a sub-attribute of {}", attr.name))
+            invalid_path(format!(
+                "'{path}': '{name}' is not a sub-attribute of {}",
+                attr.name
+            ))
         })?),
     };
     if sub.is_some_and(|s| s.mutability == Mutability::ReadOnly) {
@@ -456,14 +552,19 @@ fn apply_filtered(
         (OpKind::Remove, _) => None,
         (_, Some(sub)) => normalize_value(sub, value.unwrap_or(&Value::Null), path)?,
         (_, None) => {
-            let single = AttrDef { multi: false, ..*attr };
+            let single = AttrDef {
+                multi: false,
+                ..*attr
+            };
             normalize_value(&single, value.unwrap_or(&Value::Null), path)?
         }
     };
     let items = container
         .entry(attr.name.to_owned())
         .or_insert_with(|| Value::Array(Vec::new()));
-    let Value::Array(items) = items else { unreachable!("multi-valued attributes are arrays") };
+    let Value::Array(items) = items else {
+        unreachable!("multi-valued attributes are arrays")
+    };
     let matching: Vec<usize> = items
         .iter()
         .enumerate()
@@ -494,7 +595,9 @@ fn apply_filtered(
                 let Some(mut element) = element_from(&criteria) else {
                     return Err(ScimError::bad_request(
                         ScimType::NoTarget,
-                        format!("'{path}' matches no value, and its filter does not describe a new one"),
+                        format!(
+                            "'{path}' matches no value, and its filter does not describe a new one"
+                        ),
                     ));
                 };
                 merge_into(&mut element, sub, new_value.clone(), op);
@@ -503,7 +606,9 @@ fn apply_filtered(
                 }
             } else {
                 for &i in matching.iter().rev() {
-                    let Some(element) = items[i].as_object_mut() else { continue };
+                    let Some(element) = items[i].as_object_mut() else {
+                        continue;
+                    };
                     merge_into(element, sub, new_value.clone(), op);
                     if element.is_empty() {
                         items.remove(i);
@@ -518,7 +623,12 @@ fn apply_filtered(
     check_primary(container, attr, path)
 }
 
-fn merge_into(element: &mut Map<String, Value>, sub: Option<&AttrDef>, value: Option<Value>, op: OpKind) {
+fn merge_into(
+    element: &mut Map<String, Value>,
+    sub: Option<&AttrDef>,
+    value: Option<Value>,
+    op: OpKind,
+) {
     match (sub, value) {
         (Some(sub), v) => set_or_remove(element, sub.name, v),
         (None, Some(Value::Object(new))) if op == OpKind::Add => element.extend(new),
@@ -567,7 +677,11 @@ pub fn member_ids(value: Option<&Value>) -> Result<Vec<String>, ScimError> {
                 .find(|(k, _)| k.eq_ignore_ascii_case("value"))
                 .and_then(|(_, v)| v.as_str())
                 .ok_or_else(|| invalid_value("each member needs a 'value' with the member's id"))?,
-            _ => return Err(invalid_value("each member must be an object with a 'value'")),
+            _ => {
+                return Err(invalid_value(
+                    "each member must be an object with a 'value'",
+                ));
+            }
         };
         if !ids.iter().any(|i| i == id) {
             ids.push(id.to_owned());
@@ -583,7 +697,9 @@ fn member_change(
     changes: &mut Vec<MemberChange>,
 ) -> Result<(), ScimError> {
     if path.attr.sub.is_some() || path.sub.is_some() {
-        return Err(invalid_path("members can only be changed whole, not by sub-attribute"));
+        return Err(invalid_path(
+            "members can only be changed whole, not by sub-attribute",
+        ));
     }
     match (op, &path.filter) {
         (OpKind::Add, None) => changes.push(MemberChange::Add(member_ids(value)?)),
@@ -593,7 +709,9 @@ fn member_change(
             Some(v) if !v.is_null() => changes.push(MemberChange::Remove(member_ids(Some(v))?)),
             _ => changes.push(MemberChange::Replace(Vec::new())),
         },
-        (OpKind::Remove, Some(filter)) => changes.push(MemberChange::Remove(filter_member_ids(filter)?)),
+        (OpKind::Remove, Some(filter)) => {
+            changes.push(MemberChange::Remove(filter_member_ids(filter)?))
+        }
         (_, Some(_)) => {
             return Err(invalid_path(
                 "members can be added or replaced with 'path': 'members' and a value array",
@@ -605,7 +723,8 @@ fn member_change(
 
 /// `members[value eq "a"]`, or several joined with `or`.
 fn filter_member_ids(filter: &Filter) -> Result<Vec<String>, ScimError> {
-    let unsupported = || invalid_path("members can be selected only by 'value eq \"id\"' (joined with 'or')");
+    let unsupported =
+        || invalid_path("members can be selected only by 'value eq \"id\"' (joined with 'or')");
     let parts: Vec<&Filter> = match filter {
         Filter::Or(items) => items.iter().collect(),
         one => vec![one],

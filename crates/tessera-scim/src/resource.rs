@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::criteria::{format_millis, parse_millis, resolve};
 use crate::filter::AttrPath;
-use crate::schema::{AttrDef, AttrType, Mutability, ResourceKind, ResourceType, Returned};
+use crate::schema::{AttrDef, AttrType, Mutability, ResourceType, Returned};
 use crate::{ScimError, ScimType};
 
 /// Longest string value accepted, in characters.
@@ -31,13 +31,19 @@ fn is_urn(key: &str) -> bool {
 
 /// Checks and normalises a resource body (POST or PUT) into an attribute document.
 ///
-/// Read-only attributes (`id`, `meta`, `groups`, …) are ignored, as RFC 7643 §2.2 asks, and so
-/// is `password`: Tessera does not hold passwords. Schema URIs listed in `schemas` that Tessera
+/// Read-only attributes (`id`, `meta`, `groups`, …) are ignored, as RFC 7643 §2.2 asks. A
+/// `password` stays in the document for the store to hash and remove. Schema URIs listed in `schemas` that Tessera
 /// does not know are ignored (Entra lists a Microsoft one on every group), but attributes under
 /// an unknown schema, and unknown attributes, are refused rather than silently dropped.
-pub fn normalize_resource(rt: &ResourceType, body: &Value) -> Result<Map<String, Value>, ScimError> {
+pub fn normalize_resource(
+    rt: &ResourceType,
+    body: &Value,
+) -> Result<Map<String, Value>, ScimError> {
     let Value::Object(body) = body else {
-        return Err(invalid_syntax(format!("the body must be a JSON object (a {})", rt.id)));
+        return Err(invalid_syntax(format!(
+            "the body must be a JSON object (a {})",
+            rt.id
+        )));
     };
     let mut doc = Map::new();
     for (key, value) in body {
@@ -53,7 +59,9 @@ pub fn normalize_resource(rt: &ResourceType, body: &Value) -> Result<Map<String,
                 continue;
             }
             let Value::Object(attrs) = value else {
-                return Err(invalid_value(format!("'{key}' must be an object of its attributes")));
+                return Err(invalid_value(format!(
+                    "'{key}' must be an object of its attributes"
+                )));
             };
             let mut ext_doc = Map::new();
             for (name, v) in attrs {
@@ -67,9 +75,6 @@ pub fn normalize_resource(rt: &ResourceType, body: &Value) -> Result<Map<String,
             if !ext_doc.is_empty() {
                 doc.insert(ext.id.to_owned(), Value::Object(ext_doc));
             }
-            continue;
-        }
-        if key.eq_ignore_ascii_case("password") && rt.kind == ResourceKind::User {
             continue;
         }
         let def = resolve(rt, &AttrPath::new(key))
@@ -99,7 +104,10 @@ fn check_schemas(rt: &ResourceType, value: &Value) -> Result<(), ScimError> {
         // (such as Microsoft's ADSCIM group URI) carries no data Tessera would lose.
         let ietf = uri.len() >= 21 && uri[..21].eq_ignore_ascii_case("urn:ietf:params:scim:");
         if ietf && rt.schema_by_urn(uri).is_none() {
-            return Err(invalid_value(format!("'{uri}' is not a schema of {}", rt.id)));
+            return Err(invalid_value(format!(
+                "'{uri}' is not a schema of {}",
+                rt.id
+            )));
         }
     }
     Ok(())
@@ -116,7 +124,11 @@ pub fn check_required(rt: &ResourceType, doc: &Map<String, Value>) -> Result<(),
 }
 
 /// Checks and normalises one attribute's value. `Ok(None)` means unassigned.
-pub fn normalize_value(def: &AttrDef, value: &Value, name: &str) -> Result<Option<Value>, ScimError> {
+pub fn normalize_value(
+    def: &AttrDef,
+    value: &Value,
+    name: &str,
+) -> Result<Option<Value>, ScimError> {
     if def.multi {
         let items: Vec<&Value> = match value {
             Value::Null => return Ok(None),
@@ -136,7 +148,9 @@ pub fn normalize_value(def: &AttrDef, value: &Value, name: &str) -> Result<Optio
             .filter(|v| v.get("primary") == Some(&Value::Bool(true)))
             .count();
         if primaries > 1 {
-            return Err(invalid_value(format!("at most one of '{name}' may be primary")));
+            return Err(invalid_value(format!(
+                "at most one of '{name}' may be primary"
+            )));
         }
         return Ok((!out.is_empty()).then_some(Value::Array(out)));
     }
@@ -173,9 +187,9 @@ fn normalize_single(def: &AttrDef, value: &Value, name: &str) -> Result<Option<V
     };
     let mut out = Map::new();
     for (key, v) in object {
-        let sub = def.sub_attr(key).ok_or_else(|| {
-            invalid_value(format!("'{key}' is not a sub-attribute of '{name}'"))
-        })?;
+        let sub = def
+            .sub_attr(key)
+            .ok_or_else(|| invalid_value(format!("'{key}' is not a sub-attribute of '{name}'")))?;
         if sub.mutability == Mutability::ReadOnly {
             continue;
         }
@@ -192,8 +206,12 @@ fn normalize_simple(def: &AttrDef, value: &Value, name: &str) -> Result<Option<V
         (_, Value::Null) => None,
         (AttrType::Boolean, Value::Bool(b)) => Some(Value::Bool(*b)),
         // Entra's default dialect sends "True"/"False".
-        (AttrType::Boolean, Value::String(s)) if s.eq_ignore_ascii_case("true") => Some(Value::Bool(true)),
-        (AttrType::Boolean, Value::String(s)) if s.eq_ignore_ascii_case("false") => Some(Value::Bool(false)),
+        (AttrType::Boolean, Value::String(s)) if s.eq_ignore_ascii_case("true") => {
+            Some(Value::Bool(true))
+        }
+        (AttrType::Boolean, Value::String(s)) if s.eq_ignore_ascii_case("false") => {
+            Some(Value::Bool(false))
+        }
         (AttrType::Boolean, _) => return Err(wrong("true or false")),
         (AttrType::Integer, Value::Number(n)) if n.is_i64() => Some(value.clone()),
         (AttrType::Integer, _) => return Err(wrong("an integer")),
@@ -248,8 +266,14 @@ pub fn render(
     attributes.insert("id".into(), Value::String(id.to_owned()));
     let mut m = Map::new();
     m.insert("resourceType".into(), Value::String(rt.id.to_owned()));
-    m.insert("created".into(), Value::String(format_millis(meta.created_ms)));
-    m.insert("lastModified".into(), Value::String(format_millis(meta.last_modified_ms)));
+    m.insert(
+        "created".into(),
+        Value::String(format_millis(meta.created_ms)),
+    );
+    m.insert(
+        "lastModified".into(),
+        Value::String(format_millis(meta.last_modified_ms)),
+    );
     m.insert(
         "location".into(),
         Value::String(format!("{base_url}{}/{id}", rt.endpoint)),
@@ -280,7 +304,11 @@ fn parse_selectors(rt: &ResourceType, list: &str) -> Vec<Selector> {
     let mut out = Vec::new();
     for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         if let Some(ext) = rt.extension(item) {
-            out.push(Selector { extension: Some(ext.id), attr: None, sub: None });
+            out.push(Selector {
+                extension: Some(ext.id),
+                attr: None,
+                sub: None,
+            });
             continue;
         }
         let Ok(path) = crate::filter::parse_path(item, Default::default()) else {
@@ -303,7 +331,9 @@ fn parse_selectors(rt: &ResourceType, list: &str) -> Vec<Selector> {
 impl Selection {
     pub fn new(rt: &ResourceType, attributes: Option<&str>, excluded: Option<&str>) -> Self {
         Selection {
-            only: attributes.map(|a| parse_selectors(rt, a)).filter(|s| !s.is_empty()),
+            only: attributes
+                .map(|a| parse_selectors(rt, a))
+                .filter(|s| !s.is_empty()),
             excluded: excluded.map(|e| parse_selectors(rt, e)).unwrap_or_default(),
         }
     }
@@ -412,12 +442,21 @@ impl Selection {
         }
         // Keep `schemas` true to what remains.
         for ext in rt.extensions {
-            if resource.get(ext.id).and_then(Value::as_object).is_some_and(Map::is_empty) {
+            if resource
+                .get(ext.id)
+                .and_then(Value::as_object)
+                .is_some_and(Map::is_empty)
+            {
                 resource.remove(ext.id);
             }
         }
         let present: Vec<Value> = std::iter::once(rt.schema.id)
-            .chain(rt.extensions.iter().map(|e| e.id).filter(|e| resource.contains_key(*e)))
+            .chain(
+                rt.extensions
+                    .iter()
+                    .map(|e| e.id)
+                    .filter(|e| resource.contains_key(*e)),
+            )
             .map(|s| Value::String(s.to_owned()))
             .collect();
         resource.insert("schemas".into(), Value::Array(present));
@@ -428,7 +467,10 @@ fn keep_subs(value: &mut Value, subs: &[&str]) {
     let keep = |object: &mut Map<String, Value>| object.retain(|k, _| subs.contains(&k.as_str()));
     match value {
         Value::Object(object) => keep(object),
-        Value::Array(items) => items.iter_mut().filter_map(Value::as_object_mut).for_each(keep),
+        Value::Array(items) => items
+            .iter_mut()
+            .filter_map(Value::as_object_mut)
+            .for_each(keep),
         _ => {}
     }
 }
@@ -438,9 +480,12 @@ fn drop_sub(value: &mut Value, sub: &str) {
         Value::Object(object) => {
             object.remove(sub);
         }
-        Value::Array(items) => items.iter_mut().filter_map(Value::as_object_mut).for_each(|o| {
-            o.remove(sub);
-        }),
+        Value::Array(items) => items
+            .iter_mut()
+            .filter_map(Value::as_object_mut)
+            .for_each(|o| {
+                o.remove(sub);
+            }),
         _ => {}
     }
 }
@@ -473,22 +518,34 @@ mod tests {
         assert_eq!(doc["userName"], "jyoung@example.com");
         assert_eq!(doc["active"], true);
         assert!(!doc.contains_key("roles") && !doc.contains_key("title"));
-        assert!(!doc.contains_key("password") && !doc.contains_key("meta"));
-        assert_eq!(doc[ENTERPRISE_USER_SCHEMA], json!({"manager": {"value": "abc"}}));
+        assert_eq!(doc["password"], "hunter2");
+        assert!(!doc.contains_key("meta"));
+        assert_eq!(
+            doc[ENTERPRISE_USER_SCHEMA],
+            json!({"manager": {"value": "abc"}})
+        );
     }
 
     #[test]
     fn unknown_things_are_refused_with_their_names() {
-        let e = normalize_resource(&USER_TYPE, &json!({"userName": "a", "shoeSize": 9})).unwrap_err();
+        let e =
+            normalize_resource(&USER_TYPE, &json!({"userName": "a", "shoeSize": 9})).unwrap_err();
         assert_eq!(e.scim_type, Some(ScimType::InvalidSyntax));
         assert!(e.detail.contains("shoeSize"));
-        let e = normalize_resource(&USER_TYPE, &json!({"userName": "a", "urn:example:x:2.0:User": {"a": 1}}))
-            .unwrap_err();
+        let e = normalize_resource(
+            &USER_TYPE,
+            &json!({"userName": "a", "urn:example:x:2.0:User": {"a": 1}}),
+        )
+        .unwrap_err();
         assert_eq!(e.scim_type, Some(ScimType::InvalidValue));
-        let e = normalize_resource(&USER_TYPE, &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Nope"], "userName": "a"}))
-            .unwrap_err();
+        let e = normalize_resource(
+            &USER_TYPE,
+            &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Nope"], "userName": "a"}),
+        )
+        .unwrap_err();
         assert!(e.detail.contains("Nope"));
-        let e = normalize_resource(&USER_TYPE, &json!({"active": "yes", "userName": "a"})).unwrap_err();
+        let e =
+            normalize_resource(&USER_TYPE, &json!({"active": "yes", "userName": "a"})).unwrap_err();
         assert!(e.detail.contains("active"));
         let e = normalize_resource(&USER_TYPE, &json!({"displayName": "a"})).unwrap_err();
         assert!(e.detail.contains("userName"));
@@ -507,21 +564,35 @@ mod tests {
                     ENTERPRISE_USER_SCHEMA: {"department": "d"}}),
         )
         .unwrap();
-        let meta = Meta { created_ms: 0, last_modified_ms: 0, version: 3 };
+        let meta = Meta {
+            created_ms: 0,
+            last_modified_ms: 0,
+            version: 3,
+        };
         let full = render(&USER_TYPE, "http://h/scim/v2", "id1", doc, &meta);
         assert_eq!(full["meta"]["version"], "W/\"3\"");
 
         let mut r = full.clone();
         Selection::new(&USER_TYPE, Some("name.givenName,userName"), None).apply(&USER_TYPE, &mut r);
-        assert_eq!(Value::Object(r.clone()), json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-            "id": "id1", "userName": "a", "name": {"givenName": "g"}}));
+        assert_eq!(
+            Value::Object(r.clone()),
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "id": "id1", "userName": "a", "name": {"givenName": "g"}})
+        );
 
         let mut r = full.clone();
-        Selection::new(&USER_TYPE, None, Some("title,urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department,id"))
-            .apply(&USER_TYPE, &mut r);
+        Selection::new(
+            &USER_TYPE,
+            None,
+            Some("title,urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department,id"),
+        )
+        .apply(&USER_TYPE, &mut r);
         assert!(r.contains_key("id") && !r.contains_key("title"));
         assert!(!r.contains_key(ENTERPRISE_USER_SCHEMA));
-        assert_eq!(r["schemas"], json!(["urn:ietf:params:scim:schemas:core:2.0:User"]));
+        assert_eq!(
+            r["schemas"],
+            json!(["urn:ietf:params:scim:schemas:core:2.0:User"])
+        );
 
         let s = Selection::new(&GROUP_TYPE, None, Some("members"));
         assert!(!s.wants("members"));

@@ -342,7 +342,11 @@ pub static COMMON_ATTRIBUTES: &[AttrDef] = &[
         .mutability(Mutability::ReadOnly)
         .returned(Returned::Always)
         .unique(),
-    AttrDef::string("externalId", "Identifier assigned by the provisioning client").exact(),
+    AttrDef::string(
+        "externalId",
+        "Identifier assigned by the provisioning client",
+    )
+    .exact(),
     AttrDef::string("meta", "Resource metadata")
         .mutability(Mutability::ReadOnly)
         .complex(&[
@@ -358,9 +362,12 @@ pub static COMMON_ATTRIBUTES: &[AttrDef] = &[
             AttrDef::string("location", "URI of the resource")
                 .references(&["uri"])
                 .mutability(Mutability::ReadOnly),
-            AttrDef::string("version", "Weak entity tag of the resource's current version")
-                .exact()
-                .mutability(Mutability::ReadOnly),
+            AttrDef::string(
+                "version",
+                "Weak entity tag of the resource's current version",
+            )
+            .exact()
+            .mutability(Mutability::ReadOnly),
         ]),
 ];
 
@@ -372,9 +379,12 @@ pub static USER: Schema = Schema {
     name: "User",
     description: "User Account",
     attributes: &[
-        AttrDef::string("userName", "Unique identifier for the user, unique per data source")
-            .required()
-            .unique(),
+        AttrDef::string(
+            "userName",
+            "Unique identifier for the user, unique per data source",
+        )
+        .required()
+        .unique(),
         AttrDef::string("name", "The components of the user's name").complex(&[
             AttrDef::string("formatted", "The full name, formatted for display"),
             AttrDef::string("familyName", "The family name"),
@@ -387,18 +397,38 @@ pub static USER: Schema = Schema {
         AttrDef::string("nickName", "The casual name"),
         AttrDef::string("profileUrl", "The user's online profile").references(&["external"]),
         AttrDef::string("title", "The user's title, such as 'Vice President'"),
-        AttrDef::string("userType", "The relationship to the organisation, such as 'Employee'"),
+        AttrDef::string(
+            "userType",
+            "The relationship to the organisation, such as 'Employee'",
+        ),
         AttrDef::string("preferredLanguage", "Preferred language, such as 'en-GB'"),
-        AttrDef::string("locale", "Default location for localisation, such as 'en-GB'"),
-        AttrDef::string("timezone", "Time zone in IANA form, such as 'Europe/London'"),
-        AttrDef::string("active", "Whether the user may be granted access; false suspends")
-            .of(AttrType::Boolean),
+        AttrDef::string(
+            "locale",
+            "Default location for localisation, such as 'en-GB'",
+        ),
+        AttrDef::string(
+            "timezone",
+            "Time zone in IANA form, such as 'Europe/London'",
+        ),
+        AttrDef::string(
+            "active",
+            "Whether the user may be granted access; false suspends",
+        )
+        .of(AttrType::Boolean),
+        AttrDef::string(
+            "password",
+            "The user's password: stored only as an Argon2id hash, never returned",
+        )
+        .exact()
+        .mutability(Mutability::WriteOnly)
+        .returned(Returned::Never),
         AttrDef::string("emails", "E-mail addresses")
             .multi()
             .complex(&[
                 AttrDef::string("value", "The e-mail address"),
                 DISPLAY,
-                AttrDef::string("type", "The kind of address").canonical(&["work", "home", "other"]),
+                AttrDef::string("type", "The kind of address")
+                    .canonical(&["work", "home", "other"]),
                 PRIMARY,
             ]),
         AttrDef::string("phoneNumbers", "Telephone numbers")
@@ -415,9 +445,8 @@ pub static USER: Schema = Schema {
             .complex(&[
                 AttrDef::string("value", "The address"),
                 DISPLAY,
-                AttrDef::string("type", "The service").canonical(&[
-                    "aim", "gtalk", "icq", "xmpp", "msn", "skype", "qq", "yahoo",
-                ]),
+                AttrDef::string("type", "The service")
+                    .canonical(&["aim", "gtalk", "icq", "xmpp", "msn", "skype", "qq", "yahoo"]),
                 PRIMARY,
             ]),
         AttrDef::string("photos", "Pictures of the user")
@@ -437,7 +466,8 @@ pub static USER: Schema = Schema {
                 AttrDef::string("region", "State or region"),
                 AttrDef::string("postalCode", "Postal code"),
                 AttrDef::string("country", "Country, as an ISO 3166-1 alpha-2 code"),
-                AttrDef::string("type", "The kind of address").canonical(&["work", "home", "other"]),
+                AttrDef::string("type", "The kind of address")
+                    .canonical(&["work", "home", "other"]),
                 PRIMARY,
             ]),
         AttrDef::string("groups", "Groups the user belongs to directly (read-only)")
@@ -475,7 +505,9 @@ pub static USER: Schema = Schema {
         AttrDef::string("x509Certificates", "Certificates of the user")
             .multi()
             .complex(&[
-                AttrDef::string("value", "The DER certificate, base64-encoded").of(AttrType::Binary).exact(),
+                AttrDef::string("value", "The DER certificate, base64-encoded")
+                    .of(AttrType::Binary)
+                    .exact(),
                 DISPLAY,
                 AttrDef::string("type", "The kind of certificate"),
                 PRIMARY,
@@ -541,8 +573,12 @@ mod tests {
         let emails = USER.attr("emails").unwrap();
         assert!(emails.multi);
         assert_eq!(emails.sub_attr("VALUE").unwrap().name, "value");
-        assert!(USER_TYPE.extension(&ENTERPRISE_USER_SCHEMA.to_uppercase()).is_some());
-        assert!(USER.attr("password").is_none());
+        assert!(
+            USER_TYPE
+                .extension(&ENTERPRISE_USER_SCHEMA.to_uppercase())
+                .is_some()
+        );
+        assert_eq!(USER.attr("password").unwrap().returned, Returned::Never);
     }
 
     #[test]

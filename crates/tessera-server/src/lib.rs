@@ -14,6 +14,7 @@ mod observe;
 mod ops;
 mod panic_capture;
 pub mod request_log;
+pub mod scim;
 pub mod surface;
 
 use std::net::SocketAddr;
@@ -57,6 +58,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(ops::routes())
         .merge(api::routes())
+        .merge(scim::routes())
         .fallback(surface::not_found)
         .method_not_allowed_fallback(surface::method_not_allowed)
 }

@@ -180,6 +180,19 @@ impl Db {
                     .foreign_keys(true)
                     .busy_timeout(Duration::from_secs(10));
                 let pool = SqlitePoolOptions::new()
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            let mut handle = conn.lock_handle().await?;
+                            let rc = crate::sqlite_fold::register(handle.as_raw_handle().as_ptr());
+                            if rc != 0 {
+                                return Err(sqlx::Error::Configuration(
+                                    format!("cannot register tessera_fold (SQLite error {rc})")
+                                        .into(),
+                                ));
+                            }
+                            Ok(())
+                        })
+                    })
                     .max_connections(8)
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_with(options)

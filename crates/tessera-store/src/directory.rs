@@ -161,14 +161,14 @@ struct IdentityRow {
     department: Option<String>,
     job_title: Option<String>,
     manager_id: Option<String>,
-    extra: Option<String>,
+    source_doc: Option<String>,
     version: i64,
     created_at: i64,
     updated_at: i64,
 }
 
 const IDENTITY_COLUMNS: &str = "id, data_source_id, kind, status, user_name, external_id, display_name, \
-     given_name, family_name, email, employee_number, department, job_title, manager_id, extra, \
+     given_name, family_name, email, employee_number, department, job_title, manager_id, source_doc, \
      version, created_at, updated_at";
 
 impl TryFrom<IdentityRow> for Identity {
@@ -190,7 +190,7 @@ impl TryFrom<IdentityRow> for Identity {
                 department: r.department,
                 job_title: r.job_title,
                 manager_id: r.manager_id,
-                extra: r.extra.as_deref().map(parse_json).transpose()?,
+                source_doc: r.source_doc.as_deref().map(parse_json).transpose()?,
             },
             id: r.id,
             data_source_id: r.data_source_id,
@@ -230,7 +230,7 @@ pub async fn create_identity(
         sqlx::query(
             "INSERT INTO identities (id, data_source_id, kind, status, user_name, user_name_lower, external_id, \
              display_name, given_name, family_name, email, email_lower, employee_number, department, job_title, \
-             manager_id, extra, version, created_at, updated_at) \
+             manager_id, source_doc, version, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
         )
         .bind(&identity.id)
@@ -249,7 +249,7 @@ pub async fn create_identity(
         .bind(&a.department)
         .bind(&a.job_title)
         .bind(&a.manager_id)
-        .bind(a.extra.as_ref().map(Value::to_string))
+        .bind(a.source_doc.as_ref().map(Value::to_string))
         .bind(identity.version)
         .bind(identity.created_at)
         .bind(identity.updated_at)
@@ -399,13 +399,13 @@ struct GroupRow {
     display_name: String,
     external_id: Option<String>,
     description: Option<String>,
-    extra: Option<String>,
+    source_doc: Option<String>,
     version: i64,
     created_at: i64,
     updated_at: i64,
 }
 
-const GROUP_COLUMNS: &str = "id, data_source_id, display_name, external_id, description, extra, version, created_at, updated_at";
+const GROUP_COLUMNS: &str = "id, data_source_id, display_name, external_id, description, source_doc, version, created_at, updated_at";
 
 impl TryFrom<GroupRow> for Group {
     type Error = StoreError;
@@ -415,7 +415,7 @@ impl TryFrom<GroupRow> for Group {
                 display_name: r.display_name,
                 external_id: r.external_id,
                 description: r.description,
-                extra: r.extra.as_deref().map(parse_json).transpose()?,
+                source_doc: r.source_doc.as_deref().map(parse_json).transpose()?,
             },
             id: r.id,
             data_source_id: r.data_source_id,
@@ -445,7 +445,7 @@ pub async fn create_group(
     let inserted = with_conn!(tx, |conn| {
         sqlx::query(
             "INSERT INTO groups (id, data_source_id, display_name, display_name_lower, external_id, description, \
-             extra, version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             source_doc, version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&group.id)
         .bind(&group.data_source_id)
@@ -453,7 +453,7 @@ pub async fn create_group(
         .bind(fold(&a.display_name))
         .bind(&a.external_id)
         .bind(&a.description)
-        .bind(a.extra.as_ref().map(Value::to_string))
+        .bind(a.source_doc.as_ref().map(Value::to_string))
         .bind(group.version)
         .bind(group.created_at)
         .bind(group.updated_at)

@@ -23,6 +23,13 @@ pub enum StoreError {
     Corrupt(String),
     #[error("cannot open the database: {0}")]
     Config(String),
+    /// A SCIM request that cannot be applied to the stored resource (a PATCH path that does
+    /// not fit it, a member that does not exist).
+    #[error(transparent)]
+    Scim(#[from] tessera_scim::ScimError),
+    /// The caller's `If-Match` version is not the stored one.
+    #[error("the resource has changed: it is at version {current}")]
+    VersionMismatch { current: i64 },
 }
 
 impl StoreError {
@@ -42,7 +49,10 @@ impl StoreError {
     pub fn is_rejected_data(&self) -> bool {
         match self {
             StoreError::Database(e) => matches!(e, sqlx::Error::Database(_)),
-            StoreError::Conflict(_) | StoreError::Invalid(_) => true,
+            StoreError::Conflict(_)
+            | StoreError::Invalid(_)
+            | StoreError::Scim(_)
+            | StoreError::VersionMismatch { .. } => true,
             _ => false,
         }
     }

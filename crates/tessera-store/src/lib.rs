@@ -14,6 +14,9 @@ pub mod directory;
 mod error;
 pub mod jobs;
 pub mod request_log;
+pub mod scim;
+pub mod scim_tokens;
+mod sqlite_fold;
 
 pub use db::{Backend, Db, DbTarget, PoolStats, SchemaState, Tx};
 pub use error::{StoreError, StoreResult};

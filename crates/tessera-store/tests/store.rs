@@ -203,7 +203,7 @@ async fn identities_round_trip_with_status_manager_and_paging() {
         .await
         .unwrap();
         let mut attrs = person("Alice");
-        attrs.extra = Some(json!({"costCenter": "42"}));
+        attrs.source_doc = Some(json!({"costCenter": "42"}));
         attrs.department = Some("Finance".into());
         let alice =
             directory::create_identity(&mut tx, &ctx(), &ds.id, IdentityKind::Person, attrs)

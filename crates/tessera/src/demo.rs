@@ -219,7 +219,7 @@ pub async fn load(db: &Db) -> anyhow::Result<()> {
                 department: Some(department.to_string()),
                 job_title: Some(title.to_string()),
                 manager_id: None,
-                extra: None,
+                source_doc: None,
             },
         )
         .await?;

@@ -58,9 +58,29 @@ enum Command {
     /// Manage admin tokens.
     #[command(subcommand)]
     AdminToken(AdminTokenCommand),
+    /// Manage SCIM tokens (what Entra ID or Okta sends as its bearer token).
+    #[command(subcommand)]
+    ScimToken(ScimTokenCommand),
     /// Inspect the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum ScimTokenCommand {
+    /// Create a token for a SCIM data source (created if it does not exist); the token is
+    /// printed alone on the last line of stdout.
+    Create {
+        /// The data source's name, such as "Entra ID".
+        #[arg(long, value_name = "NAME")]
+        data_source: String,
+        #[arg(long, default_value = "cli")]
+        label: String,
+    },
+    /// List tokens with their data sources (never their values).
+    List,
+    /// Revoke a token by id; it stops working at once, also in a running server.
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]
@@ -133,6 +153,13 @@ fn main() -> ExitCode {
             }
             Command::AdminToken(AdminTokenCommand::Revoke { id }) => {
                 commands::admin_token_revoke(&config, &id).await
+            }
+            Command::ScimToken(ScimTokenCommand::Create { data_source, label }) => {
+                commands::scim_token_create(&config, &data_source, &label).await
+            }
+            Command::ScimToken(ScimTokenCommand::List) => commands::scim_token_list(&config).await,
+            Command::ScimToken(ScimTokenCommand::Revoke { id }) => {
+                commands::scim_token_revoke(&config, &id).await
             }
             Command::Audit(AuditCommand::Verify) => commands::audit_verify(&config).await,
         }

@@ -31,9 +31,17 @@ fn group_patch(ops: Value) -> Result<(Map<String, Value>, Vec<MemberChange>), Sc
 #[test]
 fn entra_default_dialect_disable_with_string_false_and_capitalised_op() {
     let mut doc = user();
-    patch(&mut doc, json!([{"op": "Replace", "path": "active", "value": "False"}])).unwrap();
+    patch(
+        &mut doc,
+        json!([{"op": "Replace", "path": "active", "value": "False"}]),
+    )
+    .unwrap();
     assert_eq!(doc["active"], false);
-    patch(&mut doc, json!([{"op": "REPLACE", "path": "active", "value": "true"}])).unwrap();
+    patch(
+        &mut doc,
+        json!([{"op": "REPLACE", "path": "active", "value": "true"}]),
+    )
+    .unwrap();
     assert_eq!(doc["active"], true);
 }
 
@@ -54,7 +62,10 @@ fn entra_one_op_per_attribute() {
     )
     .unwrap();
     assert_eq!(doc["displayName"], "Babs");
-    assert_eq!(doc["emails"], json!([{"value": "babs@example.com", "type": "work", "primary": true}]));
+    assert_eq!(
+        doc["emails"],
+        json!([{"value": "babs@example.com", "type": "work", "primary": true}])
+    );
     assert_eq!(doc["name"], json!({"givenName": "Babs", "familyName": "J"}));
     assert_eq!(doc["externalId"], "bj");
     assert_eq!(doc[ENTERPRISE_USER_SCHEMA]["employeeNumber"], "701984");
@@ -78,14 +89,21 @@ fn flagged_no_path_replace_with_dotted_and_urn_keys() {
     )
     .unwrap();
     assert_eq!(doc["emails"][0]["value"], "new@example.com");
-    assert_eq!(doc["name"], json!({"givenName": "Barb", "familyName": "Jensen-Smith"}));
+    assert_eq!(
+        doc["name"],
+        json!({"givenName": "Barb", "familyName": "Jensen-Smith"})
+    );
     assert_eq!(doc[ENTERPRISE_USER_SCHEMA]["employeeNumber"], "42");
 }
 
 #[test]
 fn okta_no_path_replace_of_active_and_whole_extension() {
     let mut doc = user();
-    patch(&mut doc, json!([{"op": "replace", "value": {"active": false}}])).unwrap();
+    patch(
+        &mut doc,
+        json!([{"op": "replace", "value": {"active": false}}]),
+    )
+    .unwrap();
     assert_eq!(doc["active"], false);
     patch(
         &mut doc,
@@ -111,7 +129,10 @@ fn filtered_add_creates_the_element_and_later_ops_update_the_same_one() {
         ]),
     )
     .unwrap();
-    assert_eq!(doc["phoneNumbers"], json!([{"type": "mobile", "value": "+44 7700 900123"}]));
+    assert_eq!(
+        doc["phoneNumbers"],
+        json!([{"type": "mobile", "value": "+44 7700 900123"}])
+    );
     assert_eq!(
         doc["addresses"],
         json!([
@@ -132,7 +153,11 @@ fn filtered_remove_with_a_value_removes_and_never_sets() {
     .unwrap();
     // Only `type` and `primary` were left: the element stays without its value.
     assert_eq!(doc["emails"], json!([{"type": "work", "primary": true}]));
-    patch(&mut doc, json!([{"op": "remove", "path": "emails[type eq \"work\"]"}])).unwrap();
+    patch(
+        &mut doc,
+        json!([{"op": "remove", "path": "emails[type eq \"work\"]"}]),
+    )
+    .unwrap();
     assert!(!doc.contains_key("emails"));
 }
 
@@ -140,24 +165,46 @@ fn filtered_remove_with_a_value_removes_and_never_sets() {
 fn manager_in_every_form_and_cleared_by_empty_value() {
     let mut doc = user();
     let urn_path = format!("{ENTERPRISE_USER_SCHEMA}:manager");
-    patch(&mut doc, json!([{"op": "Add", "path": urn_path, "value": "m1"}])).unwrap();
-    assert_eq!(doc[ENTERPRISE_USER_SCHEMA]["manager"], json!({"value": "m1"}));
+    patch(
+        &mut doc,
+        json!([{"op": "Add", "path": urn_path, "value": "m1"}]),
+    )
+    .unwrap();
+    assert_eq!(
+        doc[ENTERPRISE_USER_SCHEMA]["manager"],
+        json!({"value": "m1"})
+    );
     patch(
         &mut doc,
         json!([{"op": "Replace", "path": urn_path, "value": [{"$ref": "../Users/m2", "value": "m2"}]}]),
     )
     .unwrap();
-    assert_eq!(doc[ENTERPRISE_USER_SCHEMA]["manager"], json!({"$ref": "../Users/m2", "value": "m2"}));
-    patch(&mut doc, json!([{"op": "Replace", "path": urn_path, "value": ""}])).unwrap();
+    assert_eq!(
+        doc[ENTERPRISE_USER_SCHEMA]["manager"],
+        json!({"$ref": "../Users/m2", "value": "m2"})
+    );
+    patch(
+        &mut doc,
+        json!([{"op": "Replace", "path": urn_path, "value": ""}]),
+    )
+    .unwrap();
     assert!(!doc.contains_key(ENTERPRISE_USER_SCHEMA));
-    patch(&mut doc, json!([{"op": "Add", "path": "manager", "value": "m3"}])).unwrap_err();
+    patch(
+        &mut doc,
+        json!([{"op": "Add", "path": "manager", "value": "m3"}]),
+    )
+    .unwrap_err();
 }
 
 #[test]
 fn roles_as_json_strings_are_kept() {
     let mut doc = user();
     let role = r#"{"id":"r1","displayName":"Admin"}"#;
-    patch(&mut doc, json!([{"op": "Add", "path": "roles", "value": [{"value": role}]}])).unwrap();
+    patch(
+        &mut doc,
+        json!([{"op": "Add", "path": "roles", "value": [{"value": role}]}]),
+    )
+    .unwrap();
     assert_eq!(doc["roles"], json!([{"value": role}]));
 }
 
@@ -165,9 +212,17 @@ fn roles_as_json_strings_are_kept() {
 fn null_and_empty_string_clear() {
     let mut doc = user();
     doc.insert("title".into(), json!("Boss"));
-    patch(&mut doc, json!([{"op": "replace", "path": "title", "value": ""}])).unwrap();
+    patch(
+        &mut doc,
+        json!([{"op": "replace", "path": "title", "value": ""}]),
+    )
+    .unwrap();
     assert!(!doc.contains_key("title"));
-    patch(&mut doc, json!([{"op": "replace", "path": "name.givenName", "value": null}])).unwrap();
+    patch(
+        &mut doc,
+        json!([{"op": "replace", "path": "name.givenName", "value": null}]),
+    )
+    .unwrap();
     assert_eq!(doc["name"], json!({"familyName": "Jensen"}));
 }
 
@@ -221,17 +276,66 @@ fn okta_group_rename_with_id_and_members_in_value() {
 fn bad_patches_say_what_is_wrong() {
     let mut doc = user();
     let kind = |r: Result<Vec<MemberChange>, ScimError>| r.expect_err("must fail").scim_type;
-    assert_eq!(kind(patch(&mut doc, json!([{"op": "remove"}]))), Some(ScimType::NoTarget));
-    assert_eq!(kind(patch(&mut doc, json!([{"op": "add", "path": "shoeSize", "value": 1}]))), Some(ScimType::InvalidPath));
-    assert_eq!(kind(patch(&mut doc, json!([{"op": "add", "path": "emails[type eq", "value": 1}]))), Some(ScimType::InvalidPath));
-    assert_eq!(kind(patch(&mut doc, json!([{"op": "replace", "path": "id", "value": "x"}]))), Some(ScimType::Mutability));
-    assert_eq!(kind(patch(&mut doc, json!([{"op": "replace", "path": "groups", "value": []}]))), Some(ScimType::Mutability));
-    assert_eq!(kind(patch(&mut doc, json!([{"op": "remove", "path": "userName"}]))), Some(ScimType::Mutability));
-    assert_eq!(kind(patch(&mut doc, json!([{"op": "copy", "path": "title"}]))), Some(ScimType::InvalidSyntax));
-    assert_eq!(kind(patch(&mut doc, json!([{"op": "replace", "path": "active", "value": "maybe"}]))), Some(ScimType::InvalidValue));
     assert_eq!(
-        kind(patch(&mut doc, json!([{"op": "replace", "path": "emails[value co \"zzz\"].type", "value": "home"}]))),
+        kind(patch(&mut doc, json!([{"op": "remove"}]))),
         Some(ScimType::NoTarget)
     );
-    assert_eq!(doc, user(), "failed patches change nothing the caller keeps");
+    assert_eq!(
+        kind(patch(
+            &mut doc,
+            json!([{"op": "add", "path": "shoeSize", "value": 1}])
+        )),
+        Some(ScimType::InvalidPath)
+    );
+    assert_eq!(
+        kind(patch(
+            &mut doc,
+            json!([{"op": "add", "path": "emails[type eq", "value": 1}])
+        )),
+        Some(ScimType::InvalidPath)
+    );
+    assert_eq!(
+        kind(patch(
+            &mut doc,
+            json!([{"op": "replace", "path": "id", "value": "x"}])
+        )),
+        Some(ScimType::Mutability)
+    );
+    assert_eq!(
+        kind(patch(
+            &mut doc,
+            json!([{"op": "replace", "path": "groups", "value": []}])
+        )),
+        Some(ScimType::Mutability)
+    );
+    assert_eq!(
+        kind(patch(
+            &mut doc,
+            json!([{"op": "remove", "path": "userName"}])
+        )),
+        Some(ScimType::Mutability)
+    );
+    assert_eq!(
+        kind(patch(&mut doc, json!([{"op": "copy", "path": "title"}]))),
+        Some(ScimType::InvalidSyntax)
+    );
+    assert_eq!(
+        kind(patch(
+            &mut doc,
+            json!([{"op": "replace", "path": "active", "value": "maybe"}])
+        )),
+        Some(ScimType::InvalidValue)
+    );
+    assert_eq!(
+        kind(patch(
+            &mut doc,
+            json!([{"op": "replace", "path": "emails[value co \"zzz\"].type", "value": "home"}])
+        )),
+        Some(ScimType::NoTarget)
+    );
+    assert_eq!(
+        doc,
+        user(),
+        "failed patches change nothing the caller keeps"
+    );
 }

@@ -14,7 +14,7 @@ use tessera_domain::directory::{Group, GroupMember, Identity, MemberKind};
 use tessera_store::directory;
 
 use crate::{AppState, rfc3339};
-pub use auth::AdminCaller;
+pub use auth::{AdminCaller, bearer_token};
 pub use error::ApiError;
 
 pub fn routes() -> Router<AppState> {
