@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Tessera's whole test suite on a fresh Debian machine with the Rust toolchain:
-# installs what is missing (PostgreSQL), starts a throw-away PostgreSQL on loopback, runs
+# installs what is missing (PostgreSQL, Python venv for scim2-tester), starts a throw-away PostgreSQL on loopback, runs
 # formatting and lint checks and every test (store tests on SQLite and on PostgreSQL), and stops
 # what it started. A PostgreSQL that fails to start fails the run; it is never skipped.
 set -euo pipefail
@@ -25,7 +25,7 @@ need_packages() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
-need_packages postgresql
+need_packages postgresql python3-venv curl
 
 step "starting a throw-away PostgreSQL"
 pg_env=$(scripts/pg-up.sh)
@@ -47,5 +47,8 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+
+step "SCIM conformance (scim2-tester)"
+scripts/scim-conformance.sh
 
 step "all checks passed"

@@ -445,7 +445,7 @@ fn apply_multi(
         OpKind::Replace => set_or_remove(
             container,
             attr.name,
-            (!new_items.is_empty()).then(|| Value::Array(new_items)),
+            (!new_items.is_empty()).then_some(Value::Array(new_items)),
         ),
         OpKind::Add => {
             let adds_primary = new_items.iter().any(is_primary);

@@ -61,14 +61,12 @@ impl Surface {
                 problem(status, kind, detail, Some(request_id), None)
             }
             Surface::Scim => {
-                let mut body = json!({
+                // No scimType: RFC 7644 §3.12 defines none for a body that is too large.
+                let body = json!({
                     "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
                     "status": status.as_u16().to_string(),
                     "detail": format!("{detail} (request id {request_id})"),
                 });
-                if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    body["scimType"] = json!("tooLarge");
-                }
                 let mut response = (status, Json(body)).into_response();
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
