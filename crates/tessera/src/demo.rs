@@ -308,6 +308,14 @@ pub async fn run(mut config: Config) -> anyhow::Result<ExitCode> {
     let (_, token) =
         admin_tokens::create(&mut tx, &ChangeContext::new(Actor::system()), "demo").await?;
     tx.commit().await?;
+    // A SCIM data source, ready for Entra ID or Okta (or curl) to provision into.
+    let (_, scim_token, _, _) = crate::commands::issue_scim_token(
+        &db,
+        &ChangeContext::new(Actor::system()),
+        "Demo SCIM",
+        "demo",
+    )
+    .await?;
     db.close().await;
 
     let data_dir = config.data_dir.display().to_string();
@@ -324,6 +332,12 @@ pub async fn run(mut config: Config) -> anyhow::Result<ExitCode> {
              \x20   curl -H 'Authorization: Bearer {token}' {base}/api/v1/whoami\n\
              \x20   curl -H 'Authorization: Bearer {token}' {base}/api/v1/identities\n\
              \x20   curl -H 'Authorization: Bearer {token}' {base}/api/v1/groups\n\
+             \n  SCIM 2.0 (data source \"Demo SCIM\"): point Entra ID or Okta at it, or try curl:\n\
+             \x20   SCIM URL:    {base}/scim/v2\n\
+             \x20   SCIM token:  {scim_token}\n\
+             \x20   curl -H 'Authorization: Bearer {scim_token}' -H 'Content-Type: application/scim+json' \\\n\
+             \x20        -d '{{\"schemas\":[\"urn:ietf:params:scim:schemas:core:2.0:User\"],\"userName\":\"new.starter@northwind.example\"}}' {base}/scim/v2/Users\n\
+             \x20   curl -H 'Authorization: Bearer {scim_token}' '{base}/scim/v2/Users?filter=userName%20sw%20%22new%22'\n\
              \n  Check the audit trail of everything the demo did (in another terminal):\n\
              \x20   {exe} audit verify --data-dir {data_dir}\n\
              \n  Stop with Ctrl-C. The demo store in {data_dir} is recreated at the next start.\n",
