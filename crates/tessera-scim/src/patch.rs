@@ -418,12 +418,7 @@ fn apply_multi(
             OpKind::Remove => None,
             _ => normalize_value(sub, value.unwrap_or(&Value::Null), path)?,
         };
-        let items = container
-            .entry(attr.name.to_owned())
-            .or_insert_with(|| Value::Array(Vec::new()));
-        let Value::Array(items) = items else {
-            unreachable!("multi-valued attributes are arrays")
-        };
+        let items = values_mut(container, attr)?;
         if items.is_empty() && v.is_some() {
             items.push(Value::Object(Map::new()));
         }
@@ -449,12 +444,7 @@ fn apply_multi(
         ),
         OpKind::Add => {
             let adds_primary = new_items.iter().any(is_primary);
-            let items = container
-                .entry(attr.name.to_owned())
-                .or_insert_with(|| Value::Array(Vec::new()));
-            let Value::Array(items) = items else {
-                unreachable!("multi-valued attributes are arrays")
-            };
+            let items = values_mut(container, attr)?;
             if adds_primary {
                 items
                     .iter_mut()
@@ -492,6 +482,23 @@ fn apply_multi(
         }
     }
     check_primary(container, attr, path)
+}
+
+/// The values of a multi-valued attribute, as a (possibly new, empty) array.
+fn values_mut<'a>(
+    container: &'a mut Map<String, Value>,
+    attr: &AttrDef,
+) -> Result<&'a mut Vec<Value>, ScimError> {
+    match container
+        .entry(attr.name.to_owned())
+        .or_insert_with(|| Value::Array(Vec::new()))
+    {
+        Value::Array(items) => Ok(items),
+        _ => Err(invalid_value(format!(
+            "'{}' holds a single value, not a list",
+            attr.name
+        ))),
+    }
 }
 
 fn is_primary(v: &Value) -> bool {
@@ -559,12 +566,7 @@ fn apply_filtered(
             normalize_value(&single, value.unwrap_or(&Value::Null), path)?
         }
     };
-    let items = container
-        .entry(attr.name.to_owned())
-        .or_insert_with(|| Value::Array(Vec::new()));
-    let Value::Array(items) = items else {
-        unreachable!("multi-valued attributes are arrays")
-    };
+    let items = values_mut(container, attr)?;
     let matching: Vec<usize> = items
         .iter()
         .enumerate()

@@ -84,7 +84,7 @@ pub async fn bulk(
         if fail_on_errors.is_some_and(|limit| errors >= limit) {
             break;
         }
-        let (bulk_id, method, outcome) = run_one(&state, &caller, operation, &created, &base).await;
+        let (bulk_id, method, outcome) = run_one(&state, &caller, operation, &created).await;
         let mut result = Map::new();
         result.insert("method".into(), json!(method));
         if let Some(id) = &bulk_id {
@@ -151,7 +151,6 @@ async fn run_one(
     caller: &ScimCaller,
     operation: &Value,
     created: &HashMap<String, String>,
-    _base: &str,
 ) -> (Option<String>, String, Outcome) {
     let Value::Object(op) = operation else {
         return (

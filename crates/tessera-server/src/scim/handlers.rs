@@ -294,6 +294,95 @@ fn rendered(record: &ScimRecord, base: &str, selection: &Selection) -> Value {
     Value::Object(resource)
 }
 
+/// Which resource type a route serves: the handlers below are generic over it.
+pub trait Endpoint: Send + Sync + 'static {
+    const KIND: ResourceKind;
+}
+
+pub struct Users;
+pub struct Groups;
+
+impl Endpoint for Users {
+    const KIND: ResourceKind = ResourceKind::User;
+}
+
+impl Endpoint for Groups {
+    const KIND: ResourceKind = ResourceKind::Group;
+}
+
+type QueryResult = Result<QueryPairs, axum::extract::rejection::QueryRejection>;
+
+pub async fn list<E: Endpoint>(
+    caller: ScimCaller,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    pairs: QueryResult,
+) -> Result<Response, ScimHttpError> {
+    let params = query_params(pairs)?;
+    list_resources(&state, &caller, E::KIND, &params, &base_url(&headers)).await
+}
+
+pub async fn search<E: Endpoint>(
+    caller: ScimCaller,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ScimBody(body): ScimBody,
+) -> Result<Response, ScimHttpError> {
+    let params = ListParams::from_search(&body)?;
+    list_resources(&state, &caller, E::KIND, &params, &base_url(&headers)).await
+}
+
+pub async fn read<E: Endpoint>(
+    caller: ScimCaller,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    pairs: QueryResult,
+) -> Result<Response, ScimHttpError> {
+    get_resource(&state, &caller, E::KIND, &id, &headers, pairs).await
+}
+
+pub async fn create<E: Endpoint>(
+    caller: ScimCaller,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    pairs: QueryResult,
+    ScimBody(body): ScimBody,
+) -> Result<Response, ScimHttpError> {
+    create_resource(&state, &caller, E::KIND, &body, &headers, pairs).await
+}
+
+pub async fn replace<E: Endpoint>(
+    caller: ScimCaller,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    pairs: QueryResult,
+    ScimBody(body): ScimBody,
+) -> Result<Response, ScimHttpError> {
+    replace_resource(&state, &caller, E::KIND, &id, &body, &headers, pairs).await
+}
+
+pub async fn patch<E: Endpoint>(
+    caller: ScimCaller,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    pairs: QueryResult,
+    ScimBody(body): ScimBody,
+) -> Result<Response, ScimHttpError> {
+    patch_resource(&state, &caller, E::KIND, &id, &body, &headers, pairs).await
+}
+
+pub async fn delete<E: Endpoint>(
+    caller: ScimCaller,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ScimHttpError> {
+    delete_resource(&state, &caller, E::KIND, &id, &headers).await
+}
+
 async fn list_resources(
     state: &AppState,
     caller: &ScimCaller,
@@ -329,80 +418,10 @@ async fn list_resources(
 
 type QueryPairs = Query<Vec<(String, String)>>;
 
-fn query_params(
-    pairs: Result<QueryPairs, axum::extract::rejection::QueryRejection>,
-) -> Result<ListParams, ScimError> {
+fn query_params(pairs: QueryResult) -> Result<ListParams, ScimError> {
     let Query(pairs) = pairs
         .map_err(|e| invalid_value(format!("the query string is malformed: {}", e.body_text())))?;
     ListParams::from_query(&pairs)
-}
-
-pub async fn list_users(
-    caller: ScimCaller,
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    pairs: Result<QueryPairs, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ScimHttpError> {
-    let params = query_params(pairs)?;
-    list_resources(
-        &state,
-        &caller,
-        ResourceKind::User,
-        &params,
-        &base_url(&headers),
-    )
-    .await
-}
-
-pub async fn list_groups(
-    caller: ScimCaller,
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    pairs: Result<QueryPairs, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ScimHttpError> {
-    let params = query_params(pairs)?;
-    list_resources(
-        &state,
-        &caller,
-        ResourceKind::Group,
-        &params,
-        &base_url(&headers),
-    )
-    .await
-}
-
-pub async fn search_users(
-    caller: ScimCaller,
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    ScimBody(body): ScimBody,
-) -> Result<Response, ScimHttpError> {
-    let params = ListParams::from_search(&body)?;
-    list_resources(
-        &state,
-        &caller,
-        ResourceKind::User,
-        &params,
-        &base_url(&headers),
-    )
-    .await
-}
-
-pub async fn search_groups(
-    caller: ScimCaller,
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    ScimBody(body): ScimBody,
-) -> Result<Response, ScimHttpError> {
-    let params = ListParams::from_search(&body)?;
-    list_resources(
-        &state,
-        &caller,
-        ResourceKind::Group,
-        &params,
-        &base_url(&headers),
-    )
-    .await
 }
 
 /// `POST /.search` at the root: Users, then Groups, paged as one list. A filter that names an
@@ -475,10 +494,7 @@ fn with_etag(mut response: Response, record: &ScimRecord) -> Response {
     response
 }
 
-fn selection_from(
-    rt: &ResourceType,
-    pairs: Result<QueryPairs, axum::extract::rejection::QueryRejection>,
-) -> Result<(Selection, bool), ScimError> {
+fn selection_from(rt: &ResourceType, pairs: QueryResult) -> Result<(Selection, bool), ScimError> {
     let params = query_params(pairs)?;
     let asked = params.attributes.is_some() || params.excluded.is_some();
     Ok((params.selection(rt), asked))
@@ -490,7 +506,7 @@ async fn get_resource(
     kind: ResourceKind,
     id: &str,
     headers: &HeaderMap,
-    pairs: Result<QueryPairs, axum::extract::rejection::QueryRejection>,
+    pairs: QueryResult,
 ) -> Result<Response, ScimHttpError> {
     let rt = ResourceType::of(kind);
     let (selection, _) = selection_from(rt, pairs)?;
@@ -511,26 +527,6 @@ async fn get_resource(
     }
     let body = rendered(&record, &base_url(headers), &selection);
     Ok(with_etag(scim_json(StatusCode::OK, &body), &record))
-}
-
-pub async fn get_user(
-    caller: ScimCaller,
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    pairs: Result<QueryPairs, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ScimHttpError> {
-    get_resource(&state, &caller, ResourceKind::User, &id, &headers, pairs).await
-}
-
-pub async fn get_group(
-    caller: ScimCaller,
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    pairs: Result<QueryPairs, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ScimHttpError> {
-    get_resource(&state, &caller, ResourceKind::Group, &id, &headers, pairs).await
 }
 
 /// Renders a written resource for the response, loading members or groups if they are wanted.
@@ -575,7 +571,7 @@ async fn create_resource(
     kind: ResourceKind,
     body: &Value,
     headers: &HeaderMap,
-    pairs: Result<QueryPairs, axum::extract::rejection::QueryRejection>,
+    pairs: QueryResult,
 ) -> Result<Response, ScimHttpError> {
     let rt = ResourceType::of(kind);
     let (selection, _) = selection_from(rt, pairs)?;
@@ -599,26 +595,6 @@ async fn create_resource(
     .await
 }
 
-pub async fn create_user(
-    caller: ScimCaller,
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    pairs: Result<QueryPairs, axum::extract::rejection::QueryRejection>,
-    ScimBody(body): ScimBody,
-) -> Result<Response, ScimHttpError> {
-    create_resource(&state, &caller, ResourceKind::User, &body, &headers, pairs).await
-}
-
-pub async fn create_group(
-    caller: ScimCaller,
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    pairs: Result<QueryPairs, axum::extract::rejection::QueryRejection>,
-    ScimBody(body): ScimBody,
-) -> Result<Response, ScimHttpError> {
-    create_resource(&state, &caller, ResourceKind::Group, &body, &headers, pairs).await
-}
-
 async fn replace_resource(
     state: &AppState,
     caller: &ScimCaller,
@@ -626,7 +602,7 @@ async fn replace_resource(
     id: &str,
     body: &Value,
     headers: &HeaderMap,
-    pairs: Result<QueryPairs, axum::extract::rejection::QueryRejection>,
+    pairs: QueryResult,
 ) -> Result<Response, ScimHttpError> {
     let rt = ResourceType::of(kind);
     let (selection, _) = selection_from(rt, pairs)?;
@@ -645,46 +621,6 @@ async fn replace_resource(
     written(state, caller, record, StatusCode::OK, headers, &selection).await
 }
 
-pub async fn replace_user(
-    caller: ScimCaller,
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    pairs: Result<QueryPairs, axum::extract::rejection::QueryRejection>,
-    ScimBody(body): ScimBody,
-) -> Result<Response, ScimHttpError> {
-    replace_resource(
-        &state,
-        &caller,
-        ResourceKind::User,
-        &id,
-        &body,
-        &headers,
-        pairs,
-    )
-    .await
-}
-
-pub async fn replace_group(
-    caller: ScimCaller,
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    pairs: Result<QueryPairs, axum::extract::rejection::QueryRejection>,
-    ScimBody(body): ScimBody,
-) -> Result<Response, ScimHttpError> {
-    replace_resource(
-        &state,
-        &caller,
-        ResourceKind::Group,
-        &id,
-        &body,
-        &headers,
-        pairs,
-    )
-    .await
-}
-
 /// PATCH answers 200 with the resource for users, and 204 for groups (as Entra ID expects;
 /// a group's member list can be large) unless `attributes` or `excludedAttributes` ask for a
 /// body.
@@ -695,7 +631,7 @@ async fn patch_resource(
     id: &str,
     body: &Value,
     headers: &HeaderMap,
-    pairs: Result<QueryPairs, axum::extract::rejection::QueryRejection>,
+    pairs: QueryResult,
 ) -> Result<Response, ScimHttpError> {
     let rt = ResourceType::of(kind);
     let (selection, asked) = selection_from(rt, pairs)?;
@@ -717,46 +653,6 @@ async fn patch_resource(
     written(state, caller, record, StatusCode::OK, headers, &selection).await
 }
 
-pub async fn patch_user(
-    caller: ScimCaller,
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    pairs: Result<QueryPairs, axum::extract::rejection::QueryRejection>,
-    ScimBody(body): ScimBody,
-) -> Result<Response, ScimHttpError> {
-    patch_resource(
-        &state,
-        &caller,
-        ResourceKind::User,
-        &id,
-        &body,
-        &headers,
-        pairs,
-    )
-    .await
-}
-
-pub async fn patch_group(
-    caller: ScimCaller,
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    pairs: Result<QueryPairs, axum::extract::rejection::QueryRejection>,
-    ScimBody(body): ScimBody,
-) -> Result<Response, ScimHttpError> {
-    patch_resource(
-        &state,
-        &caller,
-        ResourceKind::Group,
-        &id,
-        &body,
-        &headers,
-        pairs,
-    )
-    .await
-}
-
 async fn delete_resource(
     state: &AppState,
     caller: &ScimCaller,
@@ -775,22 +671,4 @@ async fn delete_resource(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-pub async fn delete_user(
-    caller: ScimCaller,
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, ScimHttpError> {
-    delete_resource(&state, &caller, ResourceKind::User, &id, &headers).await
-}
-
-pub async fn delete_group(
-    caller: ScimCaller,
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, ScimHttpError> {
-    delete_resource(&state, &caller, ResourceKind::Group, &id, &headers).await
 }

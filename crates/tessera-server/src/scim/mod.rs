@@ -36,28 +36,27 @@ pub fn routes() -> Router<AppState> {
         .route("/scim/v2/ResourceTypes/{id}", get(resource_type))
         .route("/scim/v2/Schemas", get(schemas))
         .route("/scim/v2/Schemas/{id}", get(schema))
-        .route("/scim/v2/Users", get(list_users).post(create_user))
-        .route("/scim/v2/Users/.search", post(search_users))
-        .route(
-            "/scim/v2/Users/{id}",
-            get(get_user)
-                .put(replace_user)
-                .patch(patch_user)
-                .delete(delete_user),
-        )
-        .route("/scim/v2/Groups", get(list_groups).post(create_group))
-        .route("/scim/v2/Groups/.search", post(search_groups))
-        .route(
-            "/scim/v2/Groups/{id}",
-            get(get_group)
-                .put(replace_group)
-                .patch(patch_group)
-                .delete(delete_group),
-        )
+        .merge(resource_routes::<Users>("/scim/v2/Users"))
+        .merge(resource_routes::<Groups>("/scim/v2/Groups"))
         .route("/scim/v2/.search", post(search_all))
         .route("/scim/v2/Bulk", post(bulk::bulk))
         .route("/scim/v2/Me", any(me))
         .route("/scim/v2/Me/{*rest}", any(me))
+}
+
+/// The routes of one resource type's endpoint.
+fn resource_routes<E: handlers::Endpoint>(endpoint: &str) -> Router<AppState> {
+    use handlers::*;
+    Router::new()
+        .route(endpoint, get(list::<E>).post(create::<E>))
+        .route(&format!("{endpoint}/.search"), post(search::<E>))
+        .route(
+            &format!("{endpoint}/{{id}}"),
+            get(read::<E>)
+                .put(replace::<E>)
+                .patch(patch::<E>)
+                .delete(delete::<E>),
+        )
 }
 
 /// The surface's one error type: a SCIM error, or something unexpected.
@@ -141,7 +140,6 @@ impl IntoResponse for ScimHttpError {
 /// A SCIM client, authenticated by a token of one data source.
 pub struct ScimCaller {
     pub data_source_id: String,
-    pub token_id: String,
 }
 
 impl ScimCaller {
@@ -174,7 +172,6 @@ impl FromRequestParts<AppState> for ScimCaller {
         }
         Ok(ScimCaller {
             data_source_id: found.data_source_id,
-            token_id: found.id,
         })
     }
 }

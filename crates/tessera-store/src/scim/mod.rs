@@ -23,7 +23,8 @@ pub use write::{create, delete, patch, replace};
 use self::query::{Arg, Sql, Translator, bind_args};
 use crate::{Db, StoreError, StoreResult, with_pool};
 
-/// A user's group or a group's member, as listed with the resource.
+/// A user's group or a group's member, as listed with the resource. Group members carry no
+/// `display`: they are returned exactly as the client wrote them (value, `$ref`, type).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceRef {
     pub id: String,
@@ -70,9 +71,7 @@ impl ScimRecord {
                         "$ref".into(),
                         Value::String(format!("{base_url}{}/{}", target.endpoint, r.id)),
                     );
-                    // Group members carry no `display`: a member is returned exactly as the
-                    // client wrote it (value, $ref, type). A user's groups do.
-                    if let (ResourceKind::User, Some(display)) = (self.kind, &r.display) {
+                    if let Some(display) = &r.display {
                         item.insert("display".into(), Value::String(display.clone()));
                     }
                     let kind = match (self.kind, r.kind) {
@@ -283,12 +282,9 @@ async fn load_refs(
     let mut sql = Sql::new(db.backend());
     match kind {
         ResourceKind::Group => sql.push(
-            "SELECT gm.group_id AS owner, gm.member_kind AS kind, gm.member_id AS id, \
-             COALESCE(i.display_name, i.user_name, g2.display_name) AS display \
-             FROM group_members gm \
-             LEFT JOIN identities i ON gm.member_kind = 'identity' AND i.id = gm.member_id \
-             LEFT JOIN groups g2 ON gm.member_kind = 'group' AND g2.id = gm.member_id \
-             WHERE gm.group_id IN (",
+            // Members are returned as written (value, $ref, type): no display to look up.
+            "SELECT gm.group_id AS owner, gm.member_kind AS kind, gm.member_id AS id, NULL AS display \
+             FROM group_members gm WHERE gm.group_id IN (",
         ),
         ResourceKind::User => sql.push(
             "SELECT gm.member_id AS owner, 'group' AS kind, g.id AS id, g.display_name AS display \

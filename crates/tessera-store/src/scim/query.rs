@@ -22,6 +22,8 @@ use crate::Backend;
 #[derive(Debug, Clone)]
 pub(crate) enum Arg {
     Text(String),
+    /// Text or SQL NULL.
+    MaybeText(Option<String>),
     Int(i64),
     Real(f64),
 }
@@ -73,6 +75,7 @@ macro_rules! bind_args {
         for arg in $args {
             q = match arg {
                 $crate::scim::query::Arg::Text(s) => q.bind(s.clone()),
+                $crate::scim::query::Arg::MaybeText(s) => q.bind(s.clone()),
                 $crate::scim::query::Arg::Int(i) => q.bind(*i),
                 $crate::scim::query::Arg::Real(f) => q.bind(*f),
             };

@@ -39,6 +39,47 @@ struct UserColumns<'a> {
     manager: Option<&'a str>,
 }
 
+/// The projected columns, bound as `$1`–`$12` by [`user_args`] in both INSERT and UPDATE.
+const USER_COLUMNS: &str = "status, user_name, user_name_lower, external_id, display_name, given_name, \
+     family_name, email, email_lower, employee_number, department, job_title";
+
+/// `manager_id`: the manager's id (`$13`) if it is a live identity of the data source (`$14`)
+/// other than the identity itself (`$15`).
+const MANAGER: &str = "(SELECT m.id FROM identities m WHERE m.id = $13 AND m.data_source_id = $14 \
+     AND m.status <> 'deleted' AND m.id <> $15)";
+
+/// Arguments `$1`–`$17` shared by the identity INSERT and UPDATE: the projected columns, then
+/// manager, data source, id, document and time.
+fn user_args(
+    c: &UserColumns<'_>,
+    data_source_id: &str,
+    id: &str,
+    doc: &Map<String, Value>,
+    now: i64,
+) -> Vec<Arg> {
+    let text = |s: &str| Arg::Text(s.to_owned());
+    let maybe = |s: Option<&str>| Arg::MaybeText(s.map(str::to_owned));
+    vec![
+        text(status(c.active)),
+        text(c.user_name),
+        Arg::Text(fold(c.user_name)),
+        maybe(c.external_id),
+        maybe(c.display_name),
+        maybe(c.given_name),
+        maybe(c.family_name),
+        maybe(c.email),
+        Arg::MaybeText(c.email.map(fold)),
+        maybe(c.employee_number),
+        maybe(c.department),
+        maybe(c.job_title),
+        maybe(c.manager),
+        text(data_source_id),
+        text(id),
+        Arg::Text(stored_doc(doc)),
+        Arg::Int(now),
+    ]
+}
+
 fn user_columns(doc: &Map<String, Value>) -> StoreResult<UserColumns<'_>> {
     let user_name = text(doc, "userName").unwrap_or_default();
     if user_name.trim().is_empty()
@@ -155,36 +196,18 @@ pub async fn create(
         ResourceKind::User => {
             let password_hash = take_password(&mut doc).await?;
             let c = user_columns(&doc)?;
+            let mut args = user_args(&c, data_source_id, &id, &doc, now);
+            args.push(Arg::MaybeText(password_hash));
+            let sql = format!(
+                "INSERT INTO identities ({USER_COLUMNS}, manager_id, id, data_source_id, source_doc, \
+                 created_at, updated_at, version, kind, password_hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, {MANAGER}, $15, $14, $16, $17, $17, 1, 'person', $18)"
+            );
             let inserted = with_conn!(tx, |conn| {
-                sqlx::query(
-                    "INSERT INTO identities (id, data_source_id, kind, status, user_name, user_name_lower, \
-                     external_id, display_name, given_name, family_name, email, email_lower, employee_number, \
-                     department, job_title, manager_id, source_doc, version, created_at, updated_at, password_hash) \
-                     VALUES ($1, $2, 'person', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-                     (SELECT m.id FROM identities m WHERE m.id = $15 AND m.data_source_id = $2 AND m.status <> 'deleted'), \
-                     $16, 1, $17, $17, $18)",
-                )
-                .bind(&id)
-                .bind(data_source_id)
-                .bind(status(c.active))
-                .bind(c.user_name)
-                .bind(fold(c.user_name))
-                .bind(c.external_id)
-                .bind(c.display_name)
-                .bind(c.given_name)
-                .bind(c.family_name)
-                .bind(c.email)
-                .bind(c.email.map(fold))
-                .bind(c.employee_number)
-                .bind(c.department)
-                .bind(c.job_title)
-                .bind(c.manager)
-                .bind(stored_doc(&doc))
-                .bind(now)
-                .bind(password_hash)
-                .execute(&mut *conn)
-                .await
-                .map(|r| r.rows_affected())
+                bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql.clone())), &args)
+                    .execute(&mut *conn)
+                    .await
+                    .map(|r| r.rows_affected())
             });
             map_unique(inserted, kind, &doc)?;
             write_emails(&mut tx, &id, data_source_id, &doc).await?;
@@ -413,35 +436,22 @@ async fn update(
     match kind {
         ResourceKind::User => {
             let c = user_columns(&doc)?;
+            let args = user_args(&c, data_source_id, id, &doc, now);
+            let assignments: Vec<String> = USER_COLUMNS
+                .split(", ")
+                .enumerate()
+                .map(|(i, column)| format!("{column} = ${}", i + 1))
+                .collect();
+            let sql = format!(
+                "UPDATE identities SET {}, manager_id = {MANAGER}, source_doc = $16, version = version + 1, \
+                 updated_at = $17 WHERE id = $15",
+                assignments.join(", ")
+            );
             let updated = with_conn!(tx, |conn| {
-                sqlx::query(
-                    "UPDATE identities SET status = $1, user_name = $2, user_name_lower = $3, external_id = $4, \
-                     display_name = $5, given_name = $6, family_name = $7, email = $8, email_lower = $9, \
-                     employee_number = $10, department = $11, job_title = $12, \
-                     manager_id = (SELECT m.id FROM identities m WHERE m.id = $13 AND m.data_source_id = $14 \
-                     AND m.status <> 'deleted' AND m.id <> $15), \
-                     source_doc = $16, version = version + 1, updated_at = $17 WHERE id = $15",
-                )
-                .bind(status(c.active))
-                .bind(c.user_name)
-                .bind(fold(c.user_name))
-                .bind(c.external_id)
-                .bind(c.display_name)
-                .bind(c.given_name)
-                .bind(c.family_name)
-                .bind(c.email)
-                .bind(c.email.map(fold))
-                .bind(c.employee_number)
-                .bind(c.department)
-                .bind(c.job_title)
-                .bind(c.manager)
-                .bind(data_source_id)
-                .bind(id)
-                .bind(stored_doc(&doc))
-                .bind(now)
-                .execute(&mut *conn)
-                .await
-                .map(|r| r.rows_affected())
+                bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql.clone())), &args)
+                    .execute(&mut *conn)
+                    .await
+                    .map(|r| r.rows_affected())
             });
             map_unique(updated, kind, &doc)?;
             if doc.get("emails") != current.doc.get("emails") {
