@@ -9,7 +9,8 @@
 //! - `a ne v` is `a pr and not (a eq v)`; `a eq null` is `not (a pr)`, `a ne null` is `a pr`;
 //! - case-insensitive text is compared after [`fold`]; ordering is by code point;
 //! - `co`, `sw`, `ew` with an empty value match whenever the attribute is present;
-//! - dateTime values compare as instants (milliseconds), booleans only with `eq`/`ne`.
+//! - dateTime values compare as instants (milliseconds), booleans only with `eq`/`ne`;
+//! - an absent `primary` is `false` (RFC 7643 §2.4): present, and equal to `false`.
 
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -424,6 +425,11 @@ fn present(value: Option<&Value>) -> bool {
     }
 }
 
+/// RFC 7643 §2.4: "If not specified, the value of `primary` SHALL be assumed to be false".
+pub fn defaults_to_false(def: &AttrDef) -> bool {
+    def.name == "primary" && def.ty == AttrType::Boolean
+}
+
 fn compare_value(value: &Value, def: &AttrDef, cmp: Cmp, operand: &Operand) -> bool {
     match operand {
         Operand::Text(want) => {
@@ -471,10 +477,13 @@ impl Criteria {
     /// Evaluates the criteria against a resource as it is returned (canonical attribute names).
     pub fn matches(&self, doc: &Map<String, Value>) -> bool {
         match self {
-            Criteria::Present(target) => present(target.lookup(doc)),
-            Criteria::Compare(target, cmp, operand) => target
-                .lookup(doc)
-                .is_some_and(|v| present(Some(v)) && compare_value(v, target.def(), *cmp, operand)),
+            Criteria::Present(target) => {
+                defaults_to_false(target.def()) || present(target.lookup(doc))
+            }
+            Criteria::Compare(target, cmp, operand) => match target.lookup(doc) {
+                Some(v) if present(Some(v)) => compare_value(v, target.def(), *cmp, operand),
+                _ => defaults_to_false(target.def()) && *operand == Operand::Bool(false),
+            },
             Criteria::Any {
                 extension,
                 attr,

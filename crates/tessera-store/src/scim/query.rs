@@ -13,7 +13,7 @@
 
 use std::fmt::Write as _;
 
-use tessera_scim::criteria::{Cmp, Criteria, Operand, Target};
+use tessera_scim::criteria::{Cmp, Criteria, Operand, Target, defaults_to_false};
 use tessera_scim::schema::{AttrDef, AttrType, ResourceKind};
 
 use crate::Backend;
@@ -147,7 +147,10 @@ impl Translator {
                 sql.push(")");
             }
             Criteria::Present(target) => {
-                if target.attr.multi && target.sub.is_none() {
+                if defaults_to_false(target.def()) {
+                    // An element's `primary` always has a value: false when not given.
+                    sql.push("1 = 1");
+                } else if target.attr.multi && target.sub.is_none() {
                     // `emails pr`: some value exists.
                     self.any(sql, scope, target.extension, target.attr, None);
                 } else {
@@ -319,7 +322,12 @@ impl Translator {
                     (false, true) => "1",
                     (false, false) => "0",
                 };
-                sql.push(&format!("({value} IS NOT NULL AND {value} = {want})"));
+                let absent = if defaults_to_false(def) && !b {
+                    "IS NULL OR"
+                } else {
+                    "IS NOT NULL AND"
+                };
+                sql.push(&format!("({value} {absent} {value} = {want})"));
             }
             (Expr::Millis(col), Operand::Millis(ms)) => {
                 sql.push(&format!("{col} {} ", ordering_op(cmp)));
@@ -376,9 +384,10 @@ impl Translator {
                     }
                     (Cmp::Ew, true) => {
                         let n = want.chars().count() as i64;
+                        // right() takes an int, and a bound integer is a bigint.
                         sql.push(&format!("right({value}, "))
                             .arg(Arg::Int(n))
-                            .push(") = ")
+                            .push("::int) = ")
                             .text_arg(want)
                     }
                     (_, false) => sql
