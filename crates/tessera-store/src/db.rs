@@ -113,6 +113,10 @@ pub struct Db {
     clock: Arc<dyn Clock>,
     /// The SQLite file, when on SQLite (for the migration lock).
     sqlite_path: Option<PathBuf>,
+    /// SQLite has one writer at a time. Writers of this process queue here, in arrival order,
+    /// rather than in SQLite's busy handler, which polls with growing sleeps and lets a
+    /// newcomer overtake a writer that has waited for a second.
+    sqlite_writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -178,7 +182,11 @@ impl Db {
                     // FULL: an acknowledged write survives power loss, not only a crash.
                     .synchronous(SqliteSynchronous::Full)
                     .foreign_keys(true)
-                    .busy_timeout(Duration::from_secs(10));
+                    .busy_timeout(Duration::from_secs(10))
+                    // Pages are read through a memory map rather than read() copies: every
+                    // commit invalidates the other connections' page caches, so reads refill
+                    // them constantly.
+                    .pragma("mmap_size", "1073741824");
                 let pool = SqlitePoolOptions::new()
                     .after_connect(|conn, _| {
                         Box::pin(async move {
@@ -218,6 +226,7 @@ impl Db {
             pools,
             clock,
             sqlite_path,
+            sqlite_writer: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -379,13 +388,19 @@ impl Db {
     }
 
     /// Begins a write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`),
-    /// so a transaction never fails half-way on a lock upgrade; writers queue on busy_timeout.
+    /// so a transaction never fails half-way on a lock upgrade; this process's writers queue in
+    /// order before it, other processes' on busy_timeout.
     pub async fn begin(&self) -> StoreResult<Tx> {
-        let now = self.clock.now_ms();
         let inner = match &self.pools {
-            Pools::Sqlite(p) => TxInner::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Pools::Sqlite(p) => {
+                let turn = self.sqlite_writer.clone().lock_owned().await;
+                let tx = p.begin_with("BEGIN IMMEDIATE").await?;
+                TxInner::Sqlite(tx, turn)
+            }
             Pools::Pg(p) => TxInner::Pg(p.begin().await?),
         };
+        // Stamped once the write turn is ours, so timestamps follow commit order on SQLite.
+        let now = self.clock.now_ms();
         Ok(Tx { inner, now })
     }
 
@@ -415,7 +430,12 @@ fn lock_file(db_path: &std::path::Path) -> StoreResult<std::fs::File> {
 }
 
 enum TxInner {
-    Sqlite(Transaction<'static, Sqlite>),
+    /// The transaction, then the write turn: fields drop in order, so the turn passes on only
+    /// after the transaction has been rolled back (when not committed).
+    Sqlite(
+        Transaction<'static, Sqlite>,
+        tokio::sync::OwnedMutexGuard<()>,
+    ),
     Pg(Transaction<'static, Postgres>),
 }
 
@@ -433,7 +453,7 @@ impl Tx {
 
     pub fn backend(&self) -> Backend {
         match self.inner {
-            TxInner::Sqlite(_) => Backend::Sqlite,
+            TxInner::Sqlite(..) => Backend::Sqlite,
             TxInner::Pg(_) => Backend::Postgres,
         }
     }
@@ -441,14 +461,14 @@ impl Tx {
     #[doc(hidden)]
     pub fn conn(&mut self) -> internal::ConnRef<'_> {
         match &mut self.inner {
-            TxInner::Sqlite(t) => internal::ConnRef::Sqlite(t),
+            TxInner::Sqlite(t, _) => internal::ConnRef::Sqlite(t),
             TxInner::Pg(t) => internal::ConnRef::Pg(t),
         }
     }
 
     pub async fn commit(self) -> StoreResult<()> {
         match self.inner {
-            TxInner::Sqlite(t) => t.commit().await?,
+            TxInner::Sqlite(t, _turn) => t.commit().await?,
             TxInner::Pg(t) => t.commit().await?,
         }
         Ok(())

@@ -464,6 +464,14 @@ async fn okta_forms() {
             .collect();
         seen.dedup();
         assert_eq!(seen.len(), 5);
+        // Past the end, and no page at all: the total is still counted.
+        let past = scim.get("/Users?startIndex=9&count=2").await.body;
+        let none = scim.get("/Users?count=0").await.body;
+        assert_eq!(
+            (&past["totalResults"], &none["totalResults"]),
+            (&json!(5), &json!(5))
+        );
+        assert_eq!(past["Resources"], json!([]), "{past}");
         let sorted = scim
             .get("/Users?sortBy=userName&sortOrder=descending&count=1")
             .await

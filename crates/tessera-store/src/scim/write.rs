@@ -10,7 +10,7 @@ use tessera_scim::schema::{ENTERPRISE_USER_SCHEMA, ResourceKind, ResourceType};
 use tessera_scim::{ScimError, ScimType};
 
 use super::query::{Arg, Sql, bind_args};
-use super::{Row, ScimRecord, from_row, get, resource_name, select_columns};
+use super::{Row, ScimRecord, from_row, get, resource_name, select_one};
 use crate::{Backend, ChangeContext, Db, StoreError, StoreResult, Tx, audit, with_conn};
 
 /// Most member ids per statement (well under both backends' parameter limits).
@@ -287,14 +287,7 @@ async fn load_for_update(
     id: &str,
     if_match: Option<&[i64]>,
 ) -> StoreResult<ScimRecord> {
-    let mut sql = Sql::new(tx.backend());
-    sql.push(select_columns(kind));
-    super::scope(&mut sql, kind, data_source_id);
-    sql.push(match kind {
-        ResourceKind::User => " AND i.id = ",
-        ResourceKind::Group => " AND g.id = ",
-    });
-    sql.arg(Arg::Text(id.to_owned()));
+    let mut sql = select_one(tx.backend(), kind, data_source_id, id, false);
     if tx.backend() == Backend::Postgres {
         sql.push(" FOR UPDATE");
     }
@@ -309,6 +302,7 @@ async fn load_for_update(
     let record = from_row(
         kind,
         row.ok_or_else(|| StoreError::not_found(resource_name(kind), id))?,
+        false,
     )?;
     if let Some(versions) = if_match
         && !versions.contains(&record.version)
