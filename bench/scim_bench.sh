@@ -25,7 +25,8 @@ HARNESS=$(cd "${SCIM_HARNESS:-$root/../shared/bench}" && pwd)
 [ -x "$HARNESS/scim_bench.sh" ] || { echo "scim_bench: no harness at $HARNESS (set SCIM_HARNESS)" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "scim_bench: wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 
-cargo build --release -q -p tessera
+# Without DATABASE_URL: sqlx rebuilds everything when that variable changes.
+env -u DATABASE_URL cargo build --release -q -p tessera
 bin=$root/target/release/tessera
 backend=sqlite; [ -n "${DATABASE_URL:-}" ] && backend=postgres
 stamp=$(date +%Y%m%d-%H%M%S)

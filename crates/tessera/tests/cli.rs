@@ -255,6 +255,102 @@ fn first_start_prints_a_working_admin_token_once_and_cli_tokens_work_at_once() {
     );
 }
 
+/// `Created SCIM token <id> for …` → the id.
+fn scim_token_id(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Created SCIM token "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no token id in {stdout}"))
+        .to_owned()
+}
+
+#[test]
+fn scim_tokens_are_created_listed_rotated_and_revoked_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let server = serve(dir.path(), &[]);
+    let base = server.base_url();
+    let users = format!("{base}/scim/v2/Users?count=0");
+    let create = |label: &str| {
+        run(&mut tessera(&[
+            "scim-token",
+            "create",
+            "--data-source",
+            "Entra ID",
+            "--label",
+            label,
+            "--data-dir",
+            data_dir,
+        ]))
+    };
+
+    // The first token creates the data source; the token alone is the last stdout line.
+    let (code, first_out, stderr) = create("first");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        first_out.contains("Created SCIM data source \"Entra ID\""),
+        "{first_out}"
+    );
+    let first = last_line(&first_out);
+    assert!(first.starts_with("tsr_scim_"), "{first_out}");
+    assert_eq!(get(&users, Some(&first)).0, 200);
+
+    // A second token for rotation: same data source, both valid at once.
+    let (code, second_out, _) = create("rotation");
+    assert_eq!(code, 0);
+    assert!(
+        !second_out.contains("Created SCIM data source"),
+        "{second_out}"
+    );
+    let second = last_line(&second_out);
+    assert_ne!(first, second);
+    assert_eq!(get(&users, Some(&second)).0, 200);
+
+    let (code, list, _) = run(&mut tessera(&[
+        "scim-token",
+        "list",
+        "--data-dir",
+        data_dir,
+    ]));
+    assert_eq!(code, 0);
+    assert!(
+        list.contains("first") && list.contains("rotation") && list.contains("Entra ID"),
+        "{list}"
+    );
+    assert!(!list.contains("tsr_scim_"), "list shows no secrets: {list}");
+
+    // Revoking the first leaves the second working; an unknown id fails.
+    let (code, _, stderr) = run(&mut tessera(&[
+        "scim-token",
+        "revoke",
+        &scim_token_id(&first_out),
+        "--data-dir",
+        data_dir,
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    let (status, body) = get(&users, Some(&first));
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(get(&users, Some(&second)).0, 200);
+    let (_, list, _) = run(&mut tessera(&[
+        "scim-token",
+        "list",
+        "--data-dir",
+        data_dir,
+    ]));
+    assert!(list.contains("revoked"), "{list}");
+    let (code, _, stderr) = run(&mut tessera(&[
+        "scim-token",
+        "revoke",
+        "no-such-id",
+        "--data-dir",
+        data_dir,
+    ]));
+    assert_eq!(code, 1, "{stderr}");
+    let (code, _) = server.terminate();
+    assert_eq!(code, 0);
+}
+
 #[test]
 fn the_bootstrap_token_can_be_supplied() {
     let dir = tempfile::tempdir().unwrap();
