@@ -166,36 +166,35 @@ fn from_row(kind: ResourceKind, row: Row, with_refs: bool) -> StoreResult<ScimRe
 /// aggregated into one JSON column when `with_refs` is set: one query per page, not one per
 /// resource.
 fn select_columns(backend: Backend, kind: ResourceKind, with_refs: bool) -> String {
-    let refs = match (with_refs, backend, kind) {
-        (false, _, _) => "NULL".to_owned(),
-        (true, Backend::Sqlite, ResourceKind::User) => {
-            "(SELECT json_group_array(json_array(g2.id, g2.display_name) ORDER BY g2.id) \
-             FROM group_members gm JOIN groups g2 ON g2.id = gm.group_id \
-             WHERE gm.member_kind = 'identity' AND gm.member_id = i.id)"
-                .to_owned()
-        }
-        (true, Backend::Postgres, ResourceKind::User) => {
-            "(SELECT json_agg(json_build_array(g2.id, g2.display_name) ORDER BY g2.id)::text \
-             FROM group_members gm JOIN groups g2 ON g2.id = gm.group_id \
-             WHERE gm.member_kind = 'identity' AND gm.member_id = i.id)"
-                .to_owned()
-        }
-        (true, Backend::Sqlite, ResourceKind::Group) => {
-            "(SELECT json_group_array(json_array(gm.member_kind, gm.member_id) ORDER BY gm.member_id) \
-             FROM group_members gm WHERE gm.group_id = g.id)"
-                .to_owned()
-        }
-        (true, Backend::Postgres, ResourceKind::Group) => {
-            "(SELECT json_agg(json_build_array(gm.member_kind, gm.member_id) ORDER BY gm.member_id)::text \
-             FROM group_members gm WHERE gm.group_id = g.id)"
-                .to_owned()
-        }
+    let refs = match (with_refs, kind) {
+        (false, _) => "NULL".to_owned(),
+        (true, ResourceKind::User) => format!(
+            "(SELECT {} FROM group_members gm JOIN groups g2 ON g2.id = gm.group_id \
+             WHERE gm.member_kind = 'identity' AND gm.member_id = i.id)",
+            json_pairs(backend, "g2.id", "g2.display_name", "g2.id")
+        ),
+        (true, ResourceKind::Group) => format!(
+            "(SELECT {} FROM group_members gm WHERE gm.group_id = g.id)",
+            json_pairs(backend, "gm.member_kind", "gm.member_id", "gm.member_id")
+        ),
     };
     let alias = table(kind).1;
     format!(
         "SELECT {alias}.id, {alias}.source_doc, {alias}.version, {alias}.created_at, \
          {alias}.updated_at, {refs} AS refs"
     )
+}
+
+/// An aggregate of `[first, second]` pairs as JSON text (SQL NULL on PostgreSQL when empty).
+fn json_pairs(backend: Backend, first: &str, second: &str, order: &str) -> String {
+    match backend {
+        Backend::Sqlite => {
+            format!("json_group_array(json_array({first}, {second}) ORDER BY {order})")
+        }
+        Backend::Postgres => {
+            format!("json_agg(json_build_array({first}, {second}) ORDER BY {order})::text")
+        }
+    }
 }
 
 /// A resource kind's table and its alias in every query.
@@ -208,10 +207,7 @@ fn table(kind: ResourceKind) -> (&'static str, &'static str) {
 
 /// The data-source scope of a query, with the data source as parameter `$1`.
 fn scope(sql: &mut Sql, kind: ResourceKind, data_source_id: &str) {
-    match kind {
-        ResourceKind::User => sql.push(" WHERE i.data_source_id = "),
-        ResourceKind::Group => sql.push(" WHERE g.data_source_id = "),
-    };
+    sql.push(&format!(" WHERE {}.data_source_id = ", table(kind).1));
     sql.arg(Arg::Text(data_source_id.to_owned()));
     if kind == ResourceKind::User {
         sql.push(" AND i.status <> 'deleted'");
