@@ -8,9 +8,10 @@ use std::time::Duration;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+use sqlx::{PgPool, Postgres, SqlitePool, Transaction};
 use tessera_domain::Clock;
 
+use crate::sqlite_writer::{SqliteWriter, WriteTurn};
 use crate::{StoreError, StoreResult};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -114,9 +115,9 @@ pub struct Db {
     /// The SQLite file, when on SQLite (for the migration lock).
     sqlite_path: Option<PathBuf>,
     /// SQLite has one writer at a time. Writers of this process queue here, in arrival order,
-    /// rather than in SQLite's busy handler, which polls with growing sleeps and lets a
-    /// newcomer overtake a writer that has waited for a second.
-    sqlite_writer: Arc<tokio::sync::Mutex<()>>,
+    /// rather than in SQLite's busy handler (which polls with growing sleeps and lets a
+    /// newcomer overtake a writer that has waited for a second), and commit in groups.
+    sqlite_writer: Option<Arc<SqliteWriter>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -165,6 +166,7 @@ impl SchemaState {
 impl Db {
     /// Opens the database without touching its schema.
     pub async fn connect(target: &DbTarget, clock: Arc<dyn Clock>) -> StoreResult<Db> {
+        let mut sqlite_writer = None;
         let pools = match target {
             DbTarget::SqliteFile(path) => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -186,7 +188,11 @@ impl Db {
                     // Pages are read through a memory map rather than read() copies: every
                     // commit invalidates the other connections' page caches, so reads refill
                     // them constantly.
-                    .pragma("mmap_size", "1073741824");
+                    .pragma("mmap_size", "1073741824")
+                    // Each write runs in a savepoint (see `sqlite_writer`), whose sub-journal
+                    // would otherwise be a temporary file written on every changed page.
+                    .pragma("temp_store", "memory");
+                sqlite_writer = Some(Arc::new(SqliteWriter::new(options.clone())));
                 let pool = SqlitePoolOptions::new()
                     .after_connect(|conn, _| {
                         Box::pin(async move {
@@ -226,7 +232,7 @@ impl Db {
             pools,
             clock,
             sqlite_path,
-            sqlite_writer: Arc::new(tokio::sync::Mutex::new(())),
+            sqlite_writer,
         })
     }
 
@@ -387,17 +393,14 @@ impl Db {
         })
     }
 
-    /// Begins a write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`),
-    /// so a transaction never fails half-way on a lock upgrade; this process's writers queue in
-    /// order before it, other processes' on busy_timeout.
+    /// Begins a write transaction. On SQLite this process's writers take turns in arrival order
+    /// on one connection and commit in groups (see `sqlite_writer`); other processes' writers
+    /// wait on busy_timeout.
     pub async fn begin(&self) -> StoreResult<Tx> {
-        let inner = match &self.pools {
-            Pools::Sqlite(p) => {
-                let turn = self.sqlite_writer.clone().lock_owned().await;
-                let tx = p.begin_with("BEGIN IMMEDIATE").await?;
-                TxInner::Sqlite(tx, turn)
-            }
-            Pools::Pg(p) => TxInner::Pg(p.begin().await?),
+        let inner = match (&self.pools, &self.sqlite_writer) {
+            (Pools::Sqlite(_), Some(writer)) => TxInner::Sqlite(writer.begin().await?),
+            (Pools::Sqlite(_), None) => unreachable!("a SQLite database always has its writer"),
+            (Pools::Pg(p), _) => TxInner::Pg(p.begin().await?),
         };
         // Stamped once the write turn is ours, so timestamps follow commit order on SQLite.
         let now = self.clock.now_ms();
@@ -405,6 +408,9 @@ impl Db {
     }
 
     pub async fn close(&self) {
+        if let Some(writer) = &self.sqlite_writer {
+            writer.close().await;
+        }
         crate::with_pool!(self, |pool| pool.close().await)
     }
 }
@@ -430,12 +436,7 @@ fn lock_file(db_path: &std::path::Path) -> StoreResult<std::fs::File> {
 }
 
 enum TxInner {
-    /// The transaction, then the write turn: fields drop in order, so the turn passes on only
-    /// after the transaction has been rolled back (when not committed).
-    Sqlite(
-        Transaction<'static, Sqlite>,
-        tokio::sync::OwnedMutexGuard<()>,
-    ),
+    Sqlite(WriteTurn),
     Pg(Transaction<'static, Postgres>),
 }
 
@@ -461,14 +462,14 @@ impl Tx {
     #[doc(hidden)]
     pub fn conn(&mut self) -> internal::ConnRef<'_> {
         match &mut self.inner {
-            TxInner::Sqlite(t, _) => internal::ConnRef::Sqlite(t),
+            TxInner::Sqlite(t) => internal::ConnRef::Sqlite(t.conn()),
             TxInner::Pg(t) => internal::ConnRef::Pg(t),
         }
     }
 
     pub async fn commit(self) -> StoreResult<()> {
         match self.inner {
-            TxInner::Sqlite(t, _turn) => t.commit().await?,
+            TxInner::Sqlite(t) => t.commit().await?,
             TxInner::Pg(t) => t.commit().await?,
         }
         Ok(())

@@ -27,6 +27,9 @@ pub enum StoreError {
     /// not fit it, a member that does not exist).
     #[error(transparent)]
     Scim(#[from] tessera_scim::ScimError),
+    /// A group commit failed: none of the writes it carried was kept.
+    #[error("the transaction could not be committed: {0}")]
+    CommitFailed(String),
     /// The caller's `If-Match` version is not the stored one.
     #[error("the resource has changed: it is at version {current}")]
     VersionMismatch { current: i64 },

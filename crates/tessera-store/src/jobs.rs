@@ -1,12 +1,13 @@
 //! The job queue: durable background work claimed through leases, so several Tessera processes
 //! sharing one database never run the same job at once, and a crashed worker's job is retried
-//! when its lease runs out.
+//! when its lease runs out. Every change goes through [`Db::begin`], so on SQLite it queues
+//! with this process's other writers instead of polling for SQLite's write lock.
 
 use serde::Serialize;
 use serde_json::Value;
 use tessera_domain::ids::new_id;
 
-use crate::{Backend, Db, StoreResult, with_pool};
+use crate::{Backend, Db, StoreResult, with_conn, with_pool};
 
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct Job {
@@ -48,8 +49,9 @@ pub struct NewJob<'a> {
 /// Enqueues a job; returns its id, or `None` when a live job with the same key exists.
 pub async fn enqueue(db: &Db, job: NewJob<'_>) -> StoreResult<Option<String>> {
     let id = new_id();
-    let now = db.now_ms();
-    let inserted = with_pool!(db, |pool| {
+    let mut tx = db.begin().await?;
+    let now = tx.now();
+    let inserted = with_conn!(tx, |conn| {
         sqlx::query(
             "INSERT INTO jobs (id, kind, dedupe_key, payload, status, run_at, interval_ms, attempts, max_attempts, \
              created_at, updated_at) VALUES ($1, $2, $3, $4, 'queued', $5, $6, 0, $7, $8, $8) ON CONFLICT DO NOTHING",
@@ -62,17 +64,19 @@ pub async fn enqueue(db: &Db, job: NewJob<'_>) -> StoreResult<Option<String>> {
         .bind(job.interval_ms)
         .bind(job.max_attempts.max(1))
         .bind(now)
-        .execute(pool)
+        .execute(&mut *conn)
         .await?
         .rows_affected()
     });
+    tx.commit().await?;
     Ok((inserted > 0).then_some(id))
 }
 
 /// Claims up to `limit` due jobs for `worker` until `now + lease_ms`. A job is due when it is
 /// queued and its time has come, or running under a lease that has expired (its worker died).
 pub async fn claim_due(db: &Db, worker: &str, lease_ms: i64, limit: i64) -> StoreResult<Vec<Job>> {
-    let now = db.now_ms();
+    let mut tx = db.begin().await?;
+    let now = tx.now();
     // PostgreSQL: SKIP LOCKED lets concurrent claimers pass over each other's rows instead of
     // queueing behind them. SQLite serialises writers, so the plain subquery is already safe.
     let lock_clause = match db.backend() {
@@ -85,22 +89,25 @@ pub async fn claim_due(db: &Db, worker: &str, lease_ms: i64, limit: i64) -> Stor
          ((status = 'queued' AND run_at <= $3) OR (status = 'running' AND locked_until < $3)) \
          ORDER BY run_at LIMIT $4 {lock_clause}) RETURNING {JOB_COLUMNS}"
     );
-    Ok(with_pool!(db, |pool| {
+    let claimed = with_conn!(tx, |conn| {
         sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(worker)
             .bind(now + lease_ms)
             .bind(now)
             .bind(limit)
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await?
-    }))
+    });
+    tx.commit().await?;
+    Ok(claimed)
 }
 
 /// Marks a claimed job done: recurring jobs are queued again for their next run.
 /// Does nothing if the lease was lost to another worker meanwhile.
 pub async fn complete(db: &Db, job: &Job, worker: &str) -> StoreResult<bool> {
-    let now = db.now_ms();
-    let done = with_pool!(db, |pool| {
+    let mut tx = db.begin().await?;
+    let now = tx.now();
+    let done = with_conn!(tx, |conn| {
         sqlx::query(
             "UPDATE jobs SET status = CASE WHEN interval_ms IS NULL THEN 'succeeded' ELSE 'queued' END, \
              run_at = CASE WHEN interval_ms IS NULL THEN run_at ELSE $1 + interval_ms END, \
@@ -111,10 +118,11 @@ pub async fn complete(db: &Db, job: &Job, worker: &str) -> StoreResult<bool> {
         .bind(now)
         .bind(&job.id)
         .bind(worker)
-        .execute(pool)
+        .execute(&mut *conn)
         .await?
         .rows_affected()
     });
+    tx.commit().await?;
     Ok(done > 0)
 }
 
@@ -127,9 +135,10 @@ pub async fn fail(
     error: &str,
     retry_in_ms: i64,
 ) -> StoreResult<bool> {
-    let now = db.now_ms();
+    let mut tx = db.begin().await?;
+    let now = tx.now();
     let error: String = error.chars().take(4000).collect();
-    let done = with_pool!(db, |pool| {
+    let done = with_conn!(tx, |conn| {
         sqlx::query(
             "UPDATE jobs SET \
              status = CASE WHEN interval_ms IS NOT NULL OR attempts < max_attempts THEN 'queued' ELSE 'failed' END, \
@@ -144,10 +153,11 @@ pub async fn fail(
         .bind(&error)
         .bind(&job.id)
         .bind(worker)
-        .execute(pool)
+        .execute(&mut *conn)
         .await?
         .rows_affected()
     });
+    tx.commit().await?;
     Ok(done > 0)
 }
 

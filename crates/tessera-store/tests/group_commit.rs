@@ -1,0 +1,147 @@
+//! Group commit on SQLite: writers queued behind each other share one transaction, each is
+//! acknowledged only after it commits, one writer's rollback leaves the others' writes, and a
+//! failed commit fails every writer of the batch and keeps none of their writes.
+
+use std::time::Duration;
+
+use tessera_store::{Db, StoreError, Tx, with_conn};
+use tessera_testkit::TestDb;
+
+async fn exec(tx: &mut Tx, sql: &'static str) {
+    with_conn!(tx, |conn| {
+        sqlx::query(sql).execute(&mut *conn).await.unwrap();
+    });
+}
+
+async fn setup(db: &Db, sql: &'static [&'static str]) {
+    let mut tx = db.begin().await.unwrap();
+    for statement in sql {
+        exec(&mut tx, statement).await;
+    }
+    tx.commit().await.unwrap();
+}
+
+async fn names(db: &Db, table: &str) -> Vec<String> {
+    let sql = format!("SELECT name FROM {table} ORDER BY name");
+    tessera_store::with_pool!(db, |pool| {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    })
+}
+
+/// Long enough for spawned writers to be queued for the write turn.
+const QUEUE_UP: Duration = Duration::from_millis(150);
+
+#[tokio::test]
+async fn a_writer_that_rolls_back_leaves_the_other_writes_of_its_batch() {
+    let t = TestDb::sqlite().await;
+    let db = t.db.clone();
+    setup(&db, &["CREATE TABLE gc_rows (name TEXT PRIMARY KEY)"]).await;
+
+    let mut first = db.begin().await.unwrap();
+    exec(&mut first, "INSERT INTO gc_rows VALUES ('first')").await;
+    let abandoned = tokio::spawn({
+        let db = db.clone();
+        async move {
+            let mut tx = db.begin().await.unwrap();
+            exec(&mut tx, "INSERT INTO gc_rows VALUES ('abandoned')").await;
+            drop(tx);
+        }
+    });
+    let last = tokio::spawn({
+        let db = db.clone();
+        async move {
+            let mut tx = db.begin().await.unwrap();
+            exec(&mut tx, "INSERT INTO gc_rows VALUES ('last')").await;
+            tx.commit().await
+        }
+    });
+    tokio::time::sleep(QUEUE_UP).await;
+    first.commit().await.unwrap();
+    last.await.unwrap().unwrap();
+    abandoned.await.unwrap();
+    assert_eq!(names(&db, "gc_rows").await, ["first", "last"]);
+}
+
+#[tokio::test]
+async fn a_failed_group_commit_fails_every_writer_of_the_batch_and_keeps_nothing() {
+    let t = TestDb::sqlite().await;
+    let db = t.db.clone();
+    // A deferred foreign key is checked only at COMMIT: one writer's bad row makes the shared
+    // commit fail after every writer has released its savepoint.
+    setup(
+        &db,
+        &[
+            "CREATE TABLE gc_parent (name TEXT PRIMARY KEY)",
+            "CREATE TABLE gc_child (name TEXT PRIMARY KEY, parent TEXT \
+             REFERENCES gc_parent (name) DEFERRABLE INITIALLY DEFERRED)",
+        ],
+    )
+    .await;
+
+    let mut good = db.begin().await.unwrap();
+    exec(&mut good, "INSERT INTO gc_parent VALUES ('good')").await;
+    let bad = tokio::spawn({
+        let db = db.clone();
+        async move {
+            let mut tx = db.begin().await.unwrap();
+            exec(&mut tx, "INSERT INTO gc_child VALUES ('orphan', 'missing')").await;
+            tx.commit().await
+        }
+    });
+    tokio::time::sleep(QUEUE_UP).await;
+    let good_result = good.commit().await;
+    let bad_result = bad.await.unwrap();
+    assert!(
+        matches!(good_result, Err(StoreError::CommitFailed(_))),
+        "the writer queued first shared the failed commit: {good_result:?}"
+    );
+    assert!(
+        matches!(bad_result, Err(StoreError::CommitFailed(_))),
+        "{bad_result:?}"
+    );
+    assert!(names(&db, "gc_parent").await.is_empty());
+    assert!(names(&db, "gc_child").await.is_empty());
+
+    // The writer recovers: the next transaction commits on its own.
+    setup(&db, &["INSERT INTO gc_parent VALUES ('after')"]).await;
+    assert_eq!(names(&db, "gc_parent").await, ["after"]);
+}
+
+#[tokio::test]
+async fn every_acknowledged_write_of_many_concurrent_writers_is_visible() {
+    let t = TestDb::sqlite().await;
+    let db = t.db.clone();
+    setup(&db, &["CREATE TABLE gc_rows (name TEXT PRIMARY KEY)"]).await;
+    let writers: Vec<_> = (0..200)
+        .map(|i| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let mut tx = db.begin().await.unwrap();
+                with_conn!(tx, |conn| {
+                    sqlx::query("INSERT INTO gc_rows VALUES ($1)")
+                        .bind(format!("w{i:03}"))
+                        .execute(&mut *conn)
+                        .await
+                        .unwrap();
+                });
+                tx.commit().await.unwrap();
+                // Acknowledged means committed: a fresh pooled connection sees it at once.
+                let seen: i64 = tessera_store::with_pool!(db, |pool| {
+                    sqlx::query_scalar("SELECT COUNT(*) FROM gc_rows WHERE name = $1")
+                        .bind(format!("w{i:03}"))
+                        .fetch_one(pool)
+                        .await
+                        .unwrap()
+                });
+                assert_eq!(seen, 1);
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert_eq!(names(&db, "gc_rows").await.len(), 200);
+}
