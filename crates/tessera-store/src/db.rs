@@ -11,6 +11,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, Postgres, SqlitePool, Transaction};
 use tessera_domain::Clock;
 
+use crate::sqlite_read::SqliteReaders;
 use crate::sqlite_writer::{SqliteWriter, WriteTurn};
 use crate::{StoreError, StoreResult};
 
@@ -118,6 +119,8 @@ pub struct Db {
     /// rather than in SQLite's busy handler (which polls with growing sleeps and lets a
     /// newcomer overtake a writer that has waited for a second), and commit in groups.
     sqlite_writer: Option<Arc<SqliteWriter>>,
+    /// Short hot-path reads on SQLite, without sqlx's thread hand-offs.
+    sqlite_readers: Option<Arc<SqliteReaders>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -228,11 +231,15 @@ impl Db {
             DbTarget::SqliteFile(path) => Some(path.clone()),
             DbTarget::Postgres(_) => None,
         };
+        let sqlite_readers = sqlite_path
+            .as_deref()
+            .map(|path| Arc::new(SqliteReaders::new(path)));
         Ok(Db {
             pools,
             clock,
             sqlite_path,
             sqlite_writer,
+            sqlite_readers,
         })
     }
 
@@ -281,6 +288,11 @@ impl Db {
             Pools::Sqlite(p) => internal::PoolRef::Sqlite(p),
             Pools::Pg(p) => internal::PoolRef::Pg(p),
         }
+    }
+
+    /// The direct read path, on SQLite.
+    pub(crate) fn sqlite_readers(&self) -> Option<&Arc<SqliteReaders>> {
+        self.sqlite_readers.as_ref()
     }
 
     fn migrator(&self) -> &'static Migrator {
@@ -410,6 +422,9 @@ impl Db {
     pub async fn close(&self) {
         if let Some(writer) = &self.sqlite_writer {
             writer.close().await;
+        }
+        if let Some(readers) = &self.sqlite_readers {
+            readers.close();
         }
         crate::with_pool!(self, |pool| pool.close().await)
     }

@@ -27,6 +27,9 @@ pub enum StoreError {
     /// not fit it, a member that does not exist).
     #[error(transparent)]
     Scim(#[from] tessera_scim::ScimError),
+    /// A read on SQLite's direct read path failed.
+    #[error("database read failed: {0}")]
+    Read(String),
     /// A group commit failed: none of the writes it carried was kept.
     #[error("the transaction could not be committed: {0}")]
     CommitFailed(String),

@@ -17,6 +17,7 @@ pub mod request_log;
 pub mod scim;
 pub mod scim_tokens;
 mod sqlite_fold;
+mod sqlite_read;
 mod sqlite_writer;
 
 pub use db::{Backend, Db, DbTarget, PoolStats, SchemaState, Tx};

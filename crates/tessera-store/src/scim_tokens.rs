@@ -135,12 +135,37 @@ pub async fn authenticate(db: &Db, presented: &str) -> StoreResult<Option<ScimTo
     let sql = format!(
         "SELECT {COLUMNS}, token_digest FROM scim_tokens WHERE token_digest = $1 AND revoked_at IS NULL"
     );
-    let row: Option<Row> = with_pool!(db, |pool| {
-        sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
-            .bind(&digest)
-            .fetch_optional(pool)
-            .await?
-    });
+    // Every SCIM request comes here first: on SQLite it takes the direct read path.
+    let row: Option<Row> = match db.sqlite_readers() {
+        Some(readers) => {
+            let digest = digest.clone();
+            readers
+                .read(move |conn| {
+                    let mut stmt = conn.prepare_cached(&sql)?;
+                    let mut rows = stmt.query([&digest])?;
+                    let Some(r) = rows.next()? else {
+                        return Ok(None);
+                    };
+                    Ok(Some(Row {
+                        token: ScimToken {
+                            id: r.get(0)?,
+                            data_source_id: r.get(1)?,
+                            label: r.get(2)?,
+                            created_at: r.get(3)?,
+                            revoked_at: r.get(4)?,
+                        },
+                        token_digest: r.get(5)?,
+                    }))
+                })
+                .await?
+        }
+        None => with_pool!(db, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(&digest)
+                .fetch_optional(pool)
+                .await?
+        }),
+    };
     Ok(row
         .filter(|r| secret::digests_match(&r.token_digest, &digest))
         .map(|r| r.token))

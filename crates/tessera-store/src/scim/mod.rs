@@ -19,7 +19,7 @@ use tessera_scim::schema::{ResourceKind, ResourceType};
 pub use write::{create, delete, patch, replace};
 
 use self::query::{Arg, Sql, Translator, bind_args};
-use crate::{Backend, Db, StoreError, StoreResult, with_pool};
+use crate::{Backend, Db, StoreError, StoreResult};
 
 /// A user's group or a group's member, as listed with the resource. Group members carry no
 /// `display`: they are returned exactly as the client wrote them (value, `$ref`, type).
@@ -102,12 +102,72 @@ struct Row {
     refs: Option<String>,
 }
 
+impl Row {
+    /// From the columns of [`select_columns`], in order.
+    fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+        Ok(Row {
+            id: r.get(0)?,
+            source_doc: r.get(1)?,
+            version: r.get(2)?,
+            created_at: r.get(3)?,
+            updated_at: r.get(4)?,
+            refs: r.get(5)?,
+        })
+    }
+}
+
 /// A list row: a resource and the number of rows matching the query.
 #[derive(sqlx::FromRow)]
 struct ListRow {
     #[sqlx(flatten)]
     row: Row,
     total: i64,
+}
+
+impl ListRow {
+    fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<ListRow> {
+        Ok(ListRow {
+            row: Row::from_sqlite(r)?,
+            total: r.get(6)?,
+        })
+    }
+}
+
+/// Runs a query for rows of one shape: on SQLite through the direct read path, on PostgreSQL
+/// through the pool.
+async fn fetch_rows<R>(
+    db: &Db,
+    sql: Sql,
+    from_sqlite: fn(&rusqlite::Row<'_>) -> rusqlite::Result<R>,
+) -> StoreResult<Vec<R>>
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin + 'static,
+{
+    match (db.sqlite_readers(), db.pool()) {
+        (Some(readers), _) => {
+            readers
+                .read(move |conn| {
+                    let mut stmt = conn.prepare_cached(&sql.text)?;
+                    crate::sqlite_read::bind(&mut stmt, &sql.args)?;
+                    let mut rows = stmt.raw_query();
+                    let mut out = Vec::new();
+                    while let Some(row) = rows.next()? {
+                        out.push(from_sqlite(row)?);
+                    }
+                    Ok(out)
+                })
+                .await
+        }
+        (None, crate::db_internal::PoolRef::Pg(pool)) => Ok(bind_args!(
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.text.clone())),
+            &sql.args
+        )
+        .fetch_all(pool)
+        .await?),
+        (None, crate::db_internal::PoolRef::Sqlite(_)) => {
+            unreachable!("a SQLite database always has its readers")
+        }
+    }
 }
 
 fn from_row(kind: ResourceKind, row: Row, with_refs: bool) -> StoreResult<ScimRecord> {
@@ -223,15 +283,10 @@ pub async fn get(
     with_refs: bool,
 ) -> StoreResult<ScimRecord> {
     let sql = select_one(db.backend(), kind, data_source_id, id, with_refs);
-    let row: Option<Row> = with_pool!(db, |pool| {
-        bind_args!(
-            sqlx::query_as(sqlx::AssertSqlSafe(sql.text.clone())),
-            &sql.args
-        )
-        .fetch_optional(pool)
+    let row = fetch_rows(db, sql, Row::from_sqlite)
         .await?
-    });
-    let row = row.ok_or_else(|| StoreError::not_found(resource_name(kind), id))?;
+        .pop()
+        .ok_or_else(|| StoreError::not_found(resource_name(kind), id))?;
     from_row(kind, row, with_refs)
 }
 
@@ -317,14 +372,7 @@ pub async fn list(
         q.count,
         q.start_index - 1
     ));
-    let rows: Vec<ListRow> = with_pool!(db, |pool| {
-        bind_args!(
-            sqlx::query_as(sqlx::AssertSqlSafe(page.text.clone())),
-            &page.args
-        )
-        .fetch_all(pool)
-        .await?
-    });
+    let rows = fetch_rows(db, page, ListRow::from_sqlite).await?;
     let total = match rows.first() {
         Some(first) => first.total,
         None if q.start_index <= 1 => 0,
@@ -337,16 +385,22 @@ pub async fn list(
     Ok((total, records))
 }
 
+#[derive(sqlx::FromRow)]
+struct Total {
+    total: i64,
+}
+
 /// The number of a data source's resources matching a `WHERE` clause.
 async fn count(db: &Db, kind: ResourceKind, filter: &Sql) -> StoreResult<i64> {
     let (name, alias) = table(kind);
-    let sql = format!("SELECT COUNT(*) FROM {name} {alias}{}", filter.text);
-    Ok(with_pool!(db, |pool| {
-        bind_args!(
-            sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone())),
-            &filter.args
-        )
-        .fetch_one(pool)
-        .await?
-    }))
+    let sql = Sql {
+        backend: filter.backend,
+        text: format!(
+            "SELECT COUNT(*) AS total FROM {name} {alias}{}",
+            filter.text
+        ),
+        args: filter.args.clone(),
+    };
+    let counted = fetch_rows(db, sql, |r| Ok(Total { total: r.get(0)? })).await?;
+    Ok(counted.first().map_or(0, |c| c.total))
 }
