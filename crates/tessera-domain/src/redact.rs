@@ -35,23 +35,61 @@ const SENSITIVE_WORDS: [&str; 9] = [
 /// Longest entry of [`SENSITIVE_WORDS`] (and of the prefilter's words).
 const WINDOW: usize = 16;
 
-/// Whether `text`, folded to lower-case ASCII alphanumerics, contains one of `words`.
-/// Runs without allocating: it keeps the last [`WINDOW`] folded bytes and checks their ends.
-fn folded_contains_any(text: &str, words: &[&str]) -> bool {
-    let mut window = [0u8; WINDOW];
-    let mut len = 0usize;
-    for b in text.bytes().filter(u8::is_ascii_alphanumeric) {
-        if len == WINDOW {
-            window.copy_within(1.., 0);
-            len -= 1;
+/// Words to find in folded text, prepared once: each word's bytes as an integer with its mask
+/// and last byte, and which bytes end some word.
+struct FoldedWords<const N: usize> {
+    ends: [bool; 256],
+    keys: [(u128, u128, u8); N],
+}
+
+/// Prepares words of at most [`WINDOW`] lower-case ASCII letters and digits.
+const fn folded_words<const N: usize>(words: [&str; N]) -> FoldedWords<N> {
+    let mut set = FoldedWords {
+        ends: [false; 256],
+        keys: [(0, 0, 0); N],
+    };
+    let mut i = 0;
+    while i < N {
+        let bytes = words[i].as_bytes();
+        assert!(!bytes.is_empty() && bytes.len() <= WINDOW);
+        let mut value = 0u128;
+        let mut j = 0;
+        while j < bytes.len() {
+            assert!(bytes[j].is_ascii_lowercase() || bytes[j].is_ascii_digit());
+            value = (value << 8) | bytes[j] as u128;
+            j += 1;
+        }
+        let mask = if bytes.len() == WINDOW {
+            u128::MAX
+        } else {
+            (1u128 << (8 * bytes.len())) - 1
+        };
+        let last = bytes[bytes.len() - 1];
+        set.keys[i] = (value, mask, last);
+        set.ends[last as usize] = true;
+        i += 1;
+    }
+    set
+}
+
+static SENSITIVE: FoldedWords<{ SENSITIVE_WORDS.len() }> = folded_words(SENSITIVE_WORDS);
+
+/// Whether `text`, folded to lower-case ASCII alphanumerics, contains one of `words`. Runs on
+/// every logged header and body, so without allocating: the last [`WINDOW`] folded bytes live
+/// in one integer, and words are compared only when the byte just read ends one of them.
+fn folded_contains_any<const N: usize>(text: &str, words: &FoldedWords<N>) -> bool {
+    let mut window: u128 = 0;
+    for b in text.bytes() {
+        if !b.is_ascii_alphanumeric() {
+            continue;
         }
         let b = b.to_ascii_lowercase();
-        window[len] = b;
-        len += 1;
-        // Only a byte that ends some word can complete a match.
-        if words
-            .iter()
-            .any(|w| w.as_bytes().last() == Some(&b) && window[..len].ends_with(w.as_bytes()))
+        window = (window << 8) | u128::from(b);
+        if words.ends[b as usize]
+            && words
+                .keys
+                .iter()
+                .any(|&(value, mask, last)| last == b && window & mask == value)
         {
             return true;
         }
@@ -61,7 +99,7 @@ fn folded_contains_any(text: &str, words: &[&str]) -> bool {
 
 /// Whether a header, parameter or key name carries a secret.
 pub fn is_sensitive_name(name: &str) -> bool {
-    folded_contains_any(name, &SENSITIVE_WORDS)
+    folded_contains_any(name, &SENSITIVE)
 }
 
 /// A cheap, conservative test: `false` only when `text` certainly holds nothing to redact, so
@@ -70,7 +108,7 @@ pub fn is_sensitive_name(name: &str) -> bool {
 fn may_hold_secret(text: &str) -> bool {
     // Any backslash: a JSON escape (`\u0073`, `\t`) can hide a letter of a name from folding.
     const MARKERS: [&str; 6] = ["eyJ", "tsr_", "PRIVATE KEY", "\\", "%", "kty"];
-    MARKERS.iter().any(|m| text.contains(m)) || folded_contains_any(text, &SENSITIVE_WORDS)
+    MARKERS.iter().any(|m| text.contains(m)) || folded_contains_any(text, &SENSITIVE)
 }
 
 /// Whether a value as a whole must never be logged, whatever its name.

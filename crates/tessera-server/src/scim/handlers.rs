@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tessera_scim::criteria::{Criteria, compile, sort_target};
 use tessera_scim::filter::{FilterLimits, parse_filter};
 use tessera_scim::patch::parse_patch;
-use tessera_scim::resource::{Selection, normalize_resource};
+use tessera_scim::resource::{Meta, Selection, normalize_resource};
 use tessera_scim::schema::{
     GROUP_TYPE, RESOURCE_TYPES, ResourceKind, ResourceType, SCHEMAS,
     SERVICE_PROVIDER_CONFIG_SCHEMA, USER_TYPE,
@@ -287,9 +287,9 @@ fn wants_refs(kind: ResourceKind, selection: &Selection) -> bool {
     })
 }
 
-fn rendered(record: &ScimRecord, base: &str, selection: &Selection) -> Value {
+fn rendered(record: ScimRecord, base: &str, selection: &Selection) -> Value {
     let rt = ResourceType::of(record.kind);
-    let mut resource = record.render(base);
+    let mut resource = record.into_rendered(base);
     selection.apply(rt, &mut resource);
     Value::Object(resource)
 }
@@ -407,7 +407,7 @@ async fn list_resources(
     };
     let (total, records) = scim::list(&state.db, kind, &caller.data_source_id, &query).await?;
     let resources = records
-        .iter()
+        .into_iter()
         .map(|r| rendered(r, base, &selection))
         .collect();
     Ok(scim_json(
@@ -476,7 +476,7 @@ pub async fn search_all(
             scim::list(&state.db, rt.kind, &caller.data_source_id, &query).await?;
         total += type_total;
         skip = (skip - type_total).max(0);
-        resources.extend(records.iter().map(|r| rendered(r, &base, &selection)));
+        resources.extend(records.into_iter().map(|r| rendered(r, &base, &selection)));
     }
     Ok(scim_json(
         StatusCode::OK,
@@ -487,8 +487,8 @@ pub async fn search_all(
 // ---------------------------------------------------------------------------------------------
 // Single resources
 
-fn with_etag(mut response: Response, record: &ScimRecord) -> Response {
-    if let Ok(v) = HeaderValue::from_str(&record.meta().etag()) {
+fn with_etag(mut response: Response, meta: &Meta) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&meta.etag()) {
         response.headers_mut().insert(header::ETAG, v);
     }
     response
@@ -523,10 +523,14 @@ async fn get_resource(
         .and_then(|v| v.to_str().ok())
         && (tags.trim() == "*" || etag_versions(tags).contains(&record.version))
     {
-        return Ok(with_etag(StatusCode::NOT_MODIFIED.into_response(), &record));
+        return Ok(with_etag(
+            StatusCode::NOT_MODIFIED.into_response(),
+            &record.meta(),
+        ));
     }
-    let body = rendered(&record, &base_url(headers), &selection);
-    Ok(with_etag(scim_json(StatusCode::OK, &body), &record))
+    let meta = record.meta();
+    let body = rendered(record, &base_url(headers), &selection);
+    Ok(with_etag(scim_json(StatusCode::OK, &body), &meta))
 }
 
 /// Renders a written resource for the response, loading members or groups if they are wanted.
@@ -551,14 +555,16 @@ async fn written(
         record
     };
     let base = base_url(headers);
-    let body = rendered(&record, &base, selection);
-    let mut response = with_etag(scim_json(status, &body), &record);
+    let meta = record.meta();
+    let location = format!(
+        "{base}{}/{}",
+        ResourceType::of(record.kind).endpoint,
+        record.id
+    );
+    let body = rendered(record, &base, selection);
+    let mut response = with_etag(scim_json(status, &body), &meta);
     if status == StatusCode::CREATED
-        && let Ok(location) = HeaderValue::from_str(&format!(
-            "{base}{}/{}",
-            ResourceType::of(record.kind).endpoint,
-            record.id
-        ))
+        && let Ok(location) = HeaderValue::from_str(&location)
     {
         response.headers_mut().insert(header::LOCATION, location);
     }
@@ -648,7 +654,10 @@ async fn patch_resource(
     )
     .await?;
     if kind == ResourceKind::Group && !asked {
-        return Ok(with_etag(StatusCode::NO_CONTENT.into_response(), &record));
+        return Ok(with_etag(
+            StatusCode::NO_CONTENT.into_response(),
+            &record.meta(),
+        ));
     }
     written(state, caller, record, StatusCode::OK, headers, &selection).await
 }

@@ -56,8 +56,14 @@ impl ScimRecord {
 
     /// The resource as a client sees it (before `attributes`/`excludedAttributes`).
     pub fn render(&self, base_url: &str) -> Map<String, Value> {
+        self.clone().into_rendered(base_url)
+    }
+
+    /// [`ScimRecord::render`], reusing the document rather than copying it.
+    pub fn into_rendered(self, base_url: &str) -> Map<String, Value> {
         let rt = ResourceType::of(self.kind);
-        let mut attrs = self.doc.clone();
+        let meta = self.meta();
+        let mut attrs = self.doc;
         if let Some(refs) = self.refs.as_ref().filter(|r| !r.is_empty()) {
             let items: Vec<Value> = refs
                 .iter()
@@ -87,7 +93,7 @@ impl ScimRecord {
             };
             attrs.insert(name.into(), Value::Array(items));
         }
-        render(rt, base_url, &self.id, attrs, &self.meta())
+        render(rt, base_url, &self.id, attrs, &meta)
     }
 }
 
