@@ -106,9 +106,31 @@ pub fn is_sensitive_name(name: &str) -> bool {
 /// the common body or path skips parsing. Anything that could hide a sensitive name (escapes,
 /// percent-encoding) or a key (`kty`, PEM, JWT, Tessera secret shapes) takes the full path.
 fn may_hold_secret(text: &str) -> bool {
-    // Any backslash: a JSON escape (`\u0073`, `\t`) can hide a letter of a name from folding.
-    const MARKERS: [&str; 6] = ["eyJ", "tsr_", "PRIVATE KEY", "\\", "%", "kty"];
-    MARKERS.iter().any(|m| text.contains(m)) || folded_contains_any(text, &SENSITIVE)
+    const MARKERS: [&str; 5] = ["eyJ", "tsr_", "PRIVATE KEY", "%", "kty"];
+    MARKERS.iter().any(|m| text.contains(m))
+        || hides_letters_in_escapes(text)
+        || folded_contains_any(text, &SENSITIVE)
+}
+
+/// Whether a JSON escape could hide a letter of a name from folding: `\u0073` is an `s`, and
+/// `pass\tword` folds to `passtword` raw but to `password` decoded. A backslash before anything
+/// but a letter or digit (`\"`, `\\`, `\/`, as in every SCIM `"W/\"3\""` version) escapes a
+/// character that folding drops either way.
+fn hides_letters_in_escapes(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        match bytes.get(i + 1) {
+            Some(next) if next.is_ascii_alphanumeric() => return true,
+            // The escaped character, `\\` included, is passed over with its backslash.
+            _ => i += 2,
+        }
+    }
+    false
 }
 
 /// Whether a value as a whole must never be logged, whatever its name.
@@ -599,6 +621,8 @@ mod tests {
             "/healthz",
             r#"{"status":"ok"}"#,
             r#"{"userName":"alice","emails":[]}"#,
+            // Escapes of characters that folding drops anyway, as in every SCIM `meta.version`.
+            r#"{"meta":{"version":"W/\"3\""},"path":"a\\b\/c"}"#,
         ] {
             assert!(!may_hold_secret(plain), "{plain}");
             assert_eq!(
@@ -609,6 +633,8 @@ mod tests {
         for risky in [
             r#"{"Pass-Word":"x"}"#,
             r#"{"pass\u0077ord":"x"}"#,
+            r#"{"pass\tword":"x"}"#,
+            r#"{"x":"\\","y":"\n"}"#,
             "client%5Fsecret=x",
             r#"{"kty":"oct","k":"x"}"#,
             "tsr_adm_xyz",
