@@ -11,6 +11,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, Postgres, SqlitePool, Transaction};
 use tessera_domain::Clock;
 
+use crate::sqlite_checkpoint::Checkpointer;
 use crate::sqlite_read::SqliteReaders;
 use crate::sqlite_writer::{SqliteWriter, WriteTurn};
 use crate::{StoreError, StoreResult};
@@ -121,6 +122,8 @@ pub struct Db {
     sqlite_writer: Option<Arc<SqliteWriter>>,
     /// Short hot-path reads on SQLite, without sqlx's thread hand-offs.
     sqlite_readers: Option<Arc<SqliteReaders>>,
+    /// Copies the WAL back into the database file in the background, on SQLite.
+    _checkpointer: Option<Arc<Checkpointer>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -234,12 +237,19 @@ impl Db {
         let sqlite_readers = sqlite_path
             .as_deref()
             .map(|path| Arc::new(SqliteReaders::new(path)));
+        let checkpointer = match &sqlite_path {
+            Some(path) => Some(Arc::new(Checkpointer::start(path).map_err(|e| {
+                StoreError::Config(format!("cannot start the WAL checkpoint thread: {e}"))
+            })?)),
+            None => None,
+        };
         Ok(Db {
             pools,
             clock,
             sqlite_path,
             sqlite_writer,
             sqlite_readers,
+            _checkpointer: checkpointer,
         })
     }
 

@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod request_log;
 pub mod scim;
 pub mod scim_tokens;
+mod sqlite_checkpoint;
 mod sqlite_fold;
 mod sqlite_read;
 mod sqlite_writer;

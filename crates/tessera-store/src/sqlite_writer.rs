@@ -74,6 +74,8 @@ impl SqliteWriter {
         if guard.conn.is_none() {
             let mut conn = self.options.connect().await?;
             register_functions(&mut conn).await?;
+            // Checkpoints run in the background (see `sqlite_checkpoint`), not in a commit.
+            conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
             guard.conn = Some(conn);
         }
         if guard.batch.is_none() {

@@ -145,3 +145,36 @@ async fn every_acknowledged_write_of_many_concurrent_writers_is_visible() {
     }
     assert_eq!(names(&db, "gc_rows").await.len(), 200);
 }
+
+#[tokio::test]
+async fn the_wal_is_copied_into_the_database_file_in_the_background() {
+    let t = TestDb::sqlite().await;
+    let db = t.db.clone();
+    let tessera_store::DbTarget::SqliteFile(path) = &t.target else {
+        unreachable!()
+    };
+    let before = std::fs::metadata(path).unwrap().len();
+    setup(&db, &["CREATE TABLE gc_blobs (b BLOB)"]).await;
+    let mut tx = db.begin().await.unwrap();
+    exec(
+        &mut tx,
+        "INSERT INTO gc_blobs SELECT randomblob(4096) FROM \
+         (WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 500) SELECT x FROM n)",
+    )
+    .await;
+    tx.commit().await.unwrap();
+    // Commits do not checkpoint: the pages reach the database file only through the
+    // background checkpointer.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = std::fs::metadata(path).unwrap().len();
+        if now >= before + 2_000_000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file stayed at {now} bytes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
