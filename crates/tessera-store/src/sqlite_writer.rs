@@ -66,44 +66,67 @@ impl SqliteWriter {
 
     /// Waits for this process's write turn and opens a savepoint for the caller.
     pub async fn begin(&self) -> StoreResult<WriteTurn> {
-        let mut guard = self.state.clone().lock_owned().await;
-        settle(&mut guard).await;
-        if guard.closed {
-            return Err(sqlx::Error::PoolClosed.into());
-        }
-        if guard.conn.is_none() {
-            let mut conn = self.options.connect().await?;
-            register_functions(&mut conn).await?;
-            // Checkpoints run in the background (see `sqlite_checkpoint`), not in a commit.
-            conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
-            guard.conn = Some(conn);
-        }
-        if guard.batch.is_none() {
-            // IMMEDIATE takes the write lock now, so no statement fails later on an upgrade;
-            // other processes' writers wait on busy_timeout.
-            conn_of(&mut guard).execute("BEGIN IMMEDIATE").await?;
-            guard.batch = Some(Batch {
-                members: 0,
-                outcome: Arc::new(OnceLock::new()),
-            });
-        }
-        if let Err(e) = conn_of(&mut guard).execute(SAVEPOINT).await {
-            end_empty_batch(&mut guard).await;
-            return Err(e.into());
-        }
-        Ok(WriteTurn {
-            guard: Some(guard),
-            state: self.state.clone(),
-        })
+        // Statements run on sqlx's connection thread whether or not their future is polled to
+        // the end, so a cancelled request must not stop half-way through this bookkeeping (a
+        // `BEGIN` executed but not recorded would fail every later turn). A spawned task runs
+        // to the end; if nobody takes its turn, the turn is dropped and rolled back.
+        let state = self.state.clone();
+        let options = self.options.clone();
+        tokio::spawn(take_turn(state, options))
+            .await
+            .map_err(|e| StoreError::CommitFailed(format!("the write turn task failed: {e}")))?
     }
 
     pub async fn close(&self) {
         let mut guard = self.state.lock().await;
         guard.closed = true;
+        if guard.conn.is_some() {
+            // Writers whose savepoints are released wait for this batch: commit it for them.
+            settle(&mut guard).await;
+            if guard.batch.as_ref().is_some_and(|b| b.members > 0) {
+                commit_batch(&mut guard).await;
+            }
+            end_empty_batch(&mut guard).await;
+        }
         if let Some(conn) = guard.conn.take() {
             let _ = conn.close().await;
         }
     }
+}
+
+async fn take_turn(
+    state: Arc<Mutex<WriterState>>,
+    options: SqliteConnectOptions,
+) -> StoreResult<WriteTurn> {
+    let mut guard = state.clone().lock_owned().await;
+    settle(&mut guard).await;
+    if guard.closed {
+        return Err(sqlx::Error::PoolClosed.into());
+    }
+    if guard.conn.is_none() {
+        let mut conn = options.connect().await?;
+        register_functions(&mut conn).await?;
+        // Checkpoints run in the background (see `sqlite_checkpoint`), not in a commit.
+        conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
+        guard.conn = Some(conn);
+    }
+    if guard.batch.is_none() {
+        // IMMEDIATE takes the write lock now, so no statement fails later on an upgrade;
+        // other processes' writers wait on busy_timeout.
+        conn_of(&mut guard).execute("BEGIN IMMEDIATE").await?;
+        guard.batch = Some(Batch {
+            members: 0,
+            outcome: Arc::new(OnceLock::new()),
+        });
+    }
+    if let Err(e) = conn_of(&mut guard).execute(SAVEPOINT).await {
+        end_empty_batch(&mut guard).await;
+        return Err(e.into());
+    }
+    Ok(WriteTurn {
+        guard: Some(guard),
+        state,
+    })
 }
 
 async fn register_functions(conn: &mut SqliteConnection) -> StoreResult<()> {
@@ -191,49 +214,48 @@ impl WriteTurn {
     /// Releases this writer's savepoint into the shared transaction and returns once that has
     /// committed.
     pub async fn commit(mut self) -> StoreResult<()> {
-        let mut guard = self.guard.take().expect("the turn is held until commit");
-        if let Err(e) = conn_of(&mut guard).execute(RELEASE).await {
-            guard.abandoned = true;
-            tokio::spawn(async move {
-                let mut guard = guard;
-                settle(&mut guard).await;
-                end_empty_batch(&mut guard).await;
-            });
-            return Err(e.into());
-        }
-        let batch = guard
-            .batch
-            .as_mut()
-            .expect("a turn always runs inside a shared transaction");
-        batch.members += 1;
-        let outcome = batch.outcome.clone();
-        let full = batch.members >= MAX_BATCH;
+        let guard = self.guard.take().expect("the turn is held until commit");
         let state = self.state.clone();
-        // Run to the end even if this request is cancelled: the other members wait on it.
-        let finish = tokio::spawn(async move {
-            let mut guard = guard;
-            if !full {
-                // Let the writers already queued add their writes, then commit for everyone
-                // unless one of them already has.
-                drop(guard);
-                guard = state.lock_owned().await;
-                settle(&mut guard).await;
-            }
-            if outcome.get().is_none() {
-                commit_batch(&mut guard).await;
-            }
-            outcome
-        });
-        let outcome = finish
+        // Runs to the end even if this request is cancelled: the batch's other members wait
+        // for its commit, and the connection's state must match the bookkeeping.
+        tokio::spawn(finish_turn(guard, state))
             .await
-            .map_err(|e| StoreError::CommitFailed(format!("the commit task failed: {e}")))?;
-        match outcome.get() {
-            Some(Ok(())) => Ok(()),
-            Some(Err(reason)) => Err(StoreError::CommitFailed(reason.clone())),
-            None => Err(StoreError::CommitFailed(
-                "the shared transaction ended without an outcome".into(),
-            )),
-        }
+            .map_err(|e| StoreError::CommitFailed(format!("the commit task failed: {e}")))?
+    }
+}
+
+async fn finish_turn(
+    mut guard: OwnedMutexGuard<WriterState>,
+    state: Arc<Mutex<WriterState>>,
+) -> StoreResult<()> {
+    if let Err(e) = conn_of(&mut guard).execute(RELEASE).await {
+        guard.abandoned = true;
+        settle(&mut guard).await;
+        end_empty_batch(&mut guard).await;
+        return Err(e.into());
+    }
+    let batch = guard
+        .batch
+        .as_mut()
+        .expect("a turn always runs inside a shared transaction");
+    batch.members += 1;
+    let outcome = batch.outcome.clone();
+    if batch.members < MAX_BATCH {
+        // Let the writers already queued add their writes, then commit for everyone unless
+        // one of them already has.
+        drop(guard);
+        guard = state.lock_owned().await;
+        settle(&mut guard).await;
+    }
+    if outcome.get().is_none() {
+        commit_batch(&mut guard).await;
+    }
+    match outcome.get() {
+        Some(Ok(())) => Ok(()),
+        Some(Err(reason)) => Err(StoreError::CommitFailed(reason.clone())),
+        None => Err(StoreError::CommitFailed(
+            "the shared transaction ended without an outcome".into(),
+        )),
     }
 }
 

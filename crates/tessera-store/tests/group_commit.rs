@@ -31,6 +31,21 @@ async fn names(db: &Db, table: &str) -> Vec<String> {
     })
 }
 
+/// Polls `future` at most `polls` times, then drops it: a request cancelled at an await point.
+async fn poll_at_most<F: std::future::Future>(polls: usize, future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut polled = 0;
+    std::future::poll_fn(|cx| {
+        polled += 1;
+        match future.as_mut().poll(cx) {
+            std::task::Poll::Ready(out) => std::task::Poll::Ready(Some(out)),
+            std::task::Poll::Pending if polled >= polls => std::task::Poll::Ready(None),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    })
+    .await
+}
+
 /// Long enough for spawned writers to be queued for the write turn.
 const QUEUE_UP: Duration = Duration::from_millis(150);
 
@@ -176,5 +191,55 @@ async fn the_wal_is_copied_into_the_database_file_in_the_background() {
             "the database file stayed at {now} bytes"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn writers_cancelled_at_any_point_leave_the_writer_working_and_lose_no_acknowledged_write() {
+    let t = TestDb::sqlite().await;
+    let db = t.db.clone();
+    setup(&db, &["CREATE TABLE gc_rows (name TEXT PRIMARY KEY)"]).await;
+    // Requests whose clients go away are dropped wherever they are: waiting for the turn,
+    // inside `BEGIN`, between statements, inside the commit.
+    let writers: Vec<_> = (0..32)
+        .map(|w| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                for i in 0..40u64 {
+                    let name = format!("w{w:02}-{i:02}");
+                    let write = async {
+                        let mut tx = db.begin().await?;
+                        with_conn!(tx, |conn| {
+                            sqlx::query("INSERT INTO gc_rows VALUES ($1)")
+                                .bind(&name)
+                                .execute(&mut *conn)
+                                .await?;
+                        });
+                        tx.commit().await
+                    };
+                    // Dropped after a number of polls that walks every await point.
+                    let polls = 1 + (w as usize * 7 + i as usize * 3) % 16;
+                    if let Some(Ok(())) = poll_at_most(polls, write).await {
+                        acknowledged.push(name);
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    let mut acknowledged = Vec::new();
+    for w in writers {
+        acknowledged.extend(w.await.unwrap());
+    }
+    // The writer still works, and every acknowledged write is there.
+    setup(&db, &["INSERT INTO gc_rows VALUES ('after')"]).await;
+    let stored = names(&db, "gc_rows").await;
+    assert!(stored.contains(&"after".to_owned()));
+    for name in &acknowledged {
+        assert!(
+            stored.contains(name),
+            "{name} was acknowledged but is missing"
+        );
     }
 }
