@@ -1,10 +1,13 @@
-//! WAL checkpoints on SQLite, off the write path.
+//! WAL checkpoints on SQLite, mostly off the write path.
 //!
 //! By default SQLite checkpoints inside the commit that takes the WAL past 1,000 pages: that
 //! writer copies the pages into the database file and fsyncs it while every other writer of
-//! this process waits behind it. Here the writer connection does not checkpoint; a background
-//! thread of lower scheduling priority runs a PASSIVE checkpoint (which never blocks readers or
-//! writers) every [`INTERVAL`], so copying pages yields to serving requests.
+//! this process waits behind it. Here a background thread of lower scheduling priority runs a
+//! PASSIVE checkpoint (which never blocks readers or writers) every [`INTERVAL`], so copying
+//! pages yields to serving requests. Under continuous writes it never copies the last pages
+//! (new ones keep arriving), so the WAL could never restart from its beginning: the writer
+//! connection still checkpoints, less often, and then has little left to copy (see
+//! `WAL_LIMITS` in `sqlite_writer`).
 
 use std::path::Path;
 use std::sync::{Arc, Weak};

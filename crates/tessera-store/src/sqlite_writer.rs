@@ -47,6 +47,13 @@ struct Batch {
     outcome: Arc<OnceLock<Result<(), String>>>,
 }
 
+/// Once the WAL holds this many pages, the committing writer checkpoints what the background
+/// checkpointer has not yet copied, under the write lock, where no new pages can arrive, so
+/// the next transaction restarts the WAL from its beginning. The background checkpointer
+/// alone never catches up with continuous writes, and the WAL would grow without end. A WAL
+/// file grown past the size limit is cut back when it restarts.
+const WAL_LIMITS: &str = "PRAGMA wal_autocheckpoint = 4096; PRAGMA journal_size_limit = 67108864";
+
 const SAVEPOINT: &str = "SAVEPOINT tessera_write";
 const RELEASE: &str = "RELEASE tessera_write";
 const ROLLBACK_TO: &str = "ROLLBACK TO tessera_write";
@@ -106,8 +113,9 @@ async fn take_turn(
     if guard.conn.is_none() {
         let mut conn = options.connect().await?;
         register_functions(&mut conn).await?;
-        // Checkpoints run in the background (see `sqlite_checkpoint`), not in a commit.
-        conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
+        // Checkpoints mostly run in the background (see `sqlite_checkpoint`); the writer only
+        // finishes one, rarely, so that the WAL restarts from its beginning.
+        conn.execute(WAL_LIMITS).await?;
         guard.conn = Some(conn);
     }
     if guard.batch.is_none() {
