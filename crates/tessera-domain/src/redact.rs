@@ -32,7 +32,7 @@ const SENSITIVE_WORDS: [&str; 9] = [
     "apikey",
 ];
 
-/// Longest entry of [`SENSITIVE_WORDS`] (and of the prefilter's words).
+/// Bytes of folded text kept for matching: at least as long as the longest word searched for.
 const WINDOW: usize = 16;
 
 /// Words to find in folded text, prepared once: each word's bytes as an integer with its mask

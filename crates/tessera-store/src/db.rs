@@ -203,7 +203,10 @@ impl Db {
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             let mut handle = conn.lock_handle().await?;
-                            let rc = crate::sqlite_fold::register(handle.as_raw_handle().as_ptr());
+                            // SAFETY: the handle is locked for this call and belongs to a live connection.
+                            let rc = unsafe {
+                                crate::sqlite_fold::register(handle.as_raw_handle().as_ptr())
+                            };
                             if rc != 0 {
                                 return Err(sqlx::Error::Configuration(
                                     format!("cannot register tessera_fold (SQLite error {rc})")

@@ -41,7 +41,7 @@ fn run(path: &Path, alive: &Weak<()>) {
     let conn = match open(path) {
         Ok(conn) => conn,
         Err(e) => {
-            tracing::error!(error = %e, "cannot open the WAL checkpoint connection; the WAL is checkpointed by the next process to open the database");
+            tracing::error!(error = %e, "cannot open the WAL checkpoint connection; only the writer's own checkpoints (every 4,096 pages) remain");
             return;
         }
     };

@@ -9,8 +9,11 @@ use libsqlite3_sys as ffi;
 const NAME: &[u8] = b"tessera_fold\0";
 
 /// Registers the function on one connection. Returns SQLite's result code.
-pub(crate) fn register(db: *mut ffi::sqlite3) -> i32 {
-    // SAFETY: `db` is a live connection handle held locked by the caller; the name is a static
+///
+/// # Safety
+/// `db` must be a live connection handle that no other thread uses during the call.
+pub(crate) unsafe fn register(db: *mut ffi::sqlite3) -> i32 {
+    // SAFETY: `db` is live and ours for the call (the caller's contract); the name is a static
     // NUL-terminated string; the function keeps no user data, so there is nothing to destroy.
     unsafe {
         ffi::sqlite3_create_function_v2(

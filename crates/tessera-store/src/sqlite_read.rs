@@ -103,9 +103,13 @@ impl SqliteReaders {
                 Some("the database is closed".into()),
             ));
         }
-        let reader = match self.idle.lock().expect("reader pool lock").pop() {
-            Some(reader) => reader,
-            None => self.open()?,
+        let idle = self.idle.lock().expect("reader pool lock").pop();
+        let reader = match (idle, budget) {
+            (Some(reader), _) => reader,
+            // Opening a connection (file, pragmas, schema) is not bounded by the budget: it
+            // happens on the blocking pool, as if the read had run out of time.
+            (None, Some(_)) => return Err(interrupted("no idle reader connection")),
+            (None, None) => self.open()?,
         };
         let deadline = budget.map_or(u64::MAX, |b| nanos_since_epoch() + b.as_nanos() as u64);
         reader.deadline.store(deadline, Ordering::Relaxed);
@@ -127,8 +131,8 @@ impl SqliteReaders {
              PRAGMA mmap_size = 1073741824; PRAGMA temp_store = MEMORY;",
         )?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        // SAFETY: the handle is this connection's, used only while `conn` is alive.
-        let rc = crate::sqlite_fold::register(unsafe { conn.handle() });
+        // SAFETY: the handle is this live connection's own, used for this call only.
+        let rc = unsafe { crate::sqlite_fold::register(conn.handle()) };
         if rc != 0 {
             return Err(rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rc),
@@ -145,6 +149,13 @@ impl SqliteReaders {
     }
 }
 
+fn interrupted(why: &str) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_INTERRUPT),
+        Some(why.to_owned()),
+    )
+}
+
 /// Binds [`Arg`]s to a statement written with `$n` placeholders (SQLite numbers named
 /// parameters by first appearance, so each is bound by the number in its name).
 pub(crate) fn bind(stmt: &mut rusqlite::Statement<'_>, args: &[Arg]) -> rusqlite::Result<()> {
@@ -154,7 +165,11 @@ pub(crate) fn bind(stmt: &mut rusqlite::Statement<'_>, args: &[Arg]) -> rusqlite
             .and_then(|name| name.strip_prefix('$'))
             .and_then(|n| n.parse::<usize>().ok())
             .filter(|n| (1..=args.len()).contains(n))
-            .ok_or(rusqlite::Error::InvalidParameterCount(index, args.len()))?;
+            .ok_or_else(|| {
+                rusqlite::Error::InvalidParameterName(
+                    stmt.parameter_name(index).unwrap_or("?").to_owned(),
+                )
+            })?;
         match &args[number - 1] {
             Arg::Text(s) => stmt.raw_bind_parameter(index, s.as_str())?,
             Arg::MaybeText(s) => stmt.raw_bind_parameter(index, s.as_deref())?,
@@ -205,6 +220,11 @@ mod tests {
     async fn a_short_read_runs_once_on_the_calling_thread() {
         let db = temp_db();
         let readers = Arc::new(SqliteReaders::new(&db.0));
+        // The first read opens a connection, on the blocking pool; later ones reuse it.
+        readers
+            .read(|conn| conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)))
+            .await
+            .unwrap();
         let runs = Arc::new(AtomicUsize::new(0));
         let counted = runs.clone();
         let caller = std::thread::current().id();
@@ -225,6 +245,10 @@ mod tests {
     async fn a_read_over_its_budget_is_interrupted_and_finished_on_the_blocking_pool() {
         let db = temp_db();
         let readers = Arc::new(SqliteReaders::new(&db.0));
+        readers
+            .read(|conn| conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)))
+            .await
+            .unwrap();
         let runs = Arc::new(AtomicUsize::new(0));
         let counted = runs.clone();
         let caller = std::thread::current().id();

@@ -48,8 +48,9 @@ struct Batch {
 }
 
 /// Once the WAL holds this many pages, the committing writer checkpoints what the background
-/// checkpointer has not yet copied, under the write lock, where no new pages can arrive, so
-/// the next transaction restarts the WAL from its beginning. The background checkpointer
+/// checkpointer has not yet copied, while it still holds this process's write turn (so no
+/// writer of this process adds pages meanwhile), and the next transaction restarts the WAL
+/// from its beginning. The background checkpointer
 /// alone never catches up with continuous writes, and the WAL would grow without end. A WAL
 /// file grown past the size limit is cut back when it restarts.
 const WAL_LIMITS: &str = "PRAGMA wal_autocheckpoint = 4096; PRAGMA journal_size_limit = 67108864";
@@ -139,7 +140,8 @@ async fn take_turn(
 
 async fn register_functions(conn: &mut SqliteConnection) -> StoreResult<()> {
     let mut handle = conn.lock_handle().await?;
-    let rc = crate::sqlite_fold::register(handle.as_raw_handle().as_ptr());
+    // SAFETY: the handle is locked for this call and belongs to a live connection.
+    let rc = unsafe { crate::sqlite_fold::register(handle.as_raw_handle().as_ptr()) };
     if rc != 0 {
         return Err(StoreError::Config(format!(
             "cannot register tessera_fold (SQLite error {rc})"
@@ -161,7 +163,9 @@ async fn settle(state: &mut WriterState) {
     if !std::mem::take(&mut state.abandoned) {
         return;
     }
-    let conn = conn_of(state);
+    let Some(conn) = state.conn.as_mut() else {
+        return;
+    };
     let rolled_back = match conn.execute(ROLLBACK_TO).await {
         Ok(_) => conn.execute(RELEASE).await.map(|_| ()),
         Err(e) => Err(e),
@@ -180,13 +184,10 @@ async fn commit_batch(state: &mut WriterState) {
     let Some(batch) = state.batch.take() else {
         return;
     };
-    let conn = conn_of(state);
-    let result = match conn.execute("COMMIT").await {
+    let result = match conn_of(state).execute("COMMIT").await {
         Ok(_) => Ok(()),
         Err(e) => {
-            // A failed COMMIT may leave the transaction open; end it so the next batch starts
-            // clean.
-            let _ = conn.execute("ROLLBACK").await;
+            end_transaction(state).await;
             Err(e.to_string())
         }
     };
@@ -195,8 +196,35 @@ async fn commit_batch(state: &mut WriterState) {
 
 async fn fail_batch(state: &mut WriterState, reason: &str) {
     if let Some(batch) = state.batch.take() {
-        let _ = conn_of(state).execute("ROLLBACK").await;
+        end_transaction(state).await;
         let _ = batch.outcome.set(Err(reason.to_owned()));
+    }
+}
+
+/// Rolls back whatever transaction the connection is in. If it is still in one afterwards
+/// (or cannot tell), the connection is closed, which rolls back too, and the next turn opens
+/// a fresh one: a connection in a state the bookkeeping does not know would fail every turn.
+async fn end_transaction(state: &mut WriterState) {
+    let Some(conn) = state.conn.as_mut() else {
+        return;
+    };
+    let _ = conn.execute("ROLLBACK").await;
+    if in_transaction(conn).await
+        && let Some(conn) = state.conn.take()
+    {
+        let _ = conn.close().await;
+    }
+}
+
+/// Whether the connection is inside a transaction (`sqlite3_get_autocommit` is 0); `true`
+/// when that cannot be read.
+async fn in_transaction(conn: &mut SqliteConnection) -> bool {
+    match conn.lock_handle().await {
+        // SAFETY: the handle is locked for this call and belongs to a live connection.
+        Ok(mut handle) => unsafe {
+            libsqlite3_sys::sqlite3_get_autocommit(handle.as_raw_handle().as_ptr()) == 0
+        },
+        Err(_) => true,
     }
 }
 

@@ -156,18 +156,72 @@ fn map_unique<T>(
     }
 }
 
-/// Takes a `password` out of a user's document and hashes it (off the async workers: Argon2id
-/// is deliberately slow). The plain text never reaches the database or a log.
-async fn take_password(doc: &mut Map<String, Value>) -> StoreResult<Option<String>> {
+/// Passwords a change may set, hashed before the write turn is taken: Argon2id is slow on
+/// purpose, and on SQLite every writer sharing a commit would otherwise wait for it.
+#[derive(Default)]
+struct Prehashed(Vec<(String, String)>);
+
+impl Prehashed {
+    /// Hashes each candidate (off the async workers).
+    async fn of(candidates: Vec<String>) -> StoreResult<Prehashed> {
+        let mut hashed = Vec::with_capacity(candidates.len());
+        for password in candidates {
+            let hash = hash_password(password.clone()).await?;
+            hashed.push((password, hash));
+        }
+        Ok(Prehashed(hashed))
+    }
+}
+
+async fn hash_password(password: String) -> StoreResult<String> {
+    tokio::task::spawn_blocking(move || tessera_domain::secret::hash_password(&password))
+        .await
+        .map_err(|e| StoreError::Config(format!("password hashing stopped: {e}")))?
+        .map_err(|e| StoreError::Config(e.to_string()))
+}
+
+/// The string values a document or PATCH operations could set `password` to.
+fn password_candidates(kind: ResourceKind, change: &Change<'_>) -> Vec<String> {
+    if kind != ResourceKind::User {
+        return Vec::new();
+    }
+    let named = |map: &Map<String, Value>| {
+        map.iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("password"))
+            .filter_map(|(_, v)| v.as_str().map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    match change {
+        Change::Replace(doc) => named(doc),
+        Change::Patch(ops) => ops
+            .iter()
+            .flat_map(|op| match (op.path.as_deref(), op.value.as_ref()) {
+                (Some(path), Some(Value::String(v)))
+                    if path.trim().eq_ignore_ascii_case("password") =>
+                {
+                    vec![v.clone()]
+                }
+                (None, Some(Value::Object(map))) => named(map),
+                _ => Vec::new(),
+            })
+            .collect(),
+    }
+}
+
+/// Takes a `password` out of a user's document and returns its hash: the one computed before
+/// the turn, or (for a form not foreseen) one computed now. The plain text never reaches the
+/// database or a log.
+async fn take_password(
+    doc: &mut Map<String, Value>,
+    prehashed: &Prehashed,
+) -> StoreResult<Option<String>> {
     let Some(Value::String(password)) = doc.remove("password") else {
         return Ok(None);
     };
-    let hashed =
-        tokio::task::spawn_blocking(move || tessera_domain::secret::hash_password(&password))
-            .await
-            .map_err(|e| StoreError::Config(format!("password hashing stopped: {e}")))?
-            .map_err(|e| StoreError::Config(e.to_string()))?;
-    Ok(Some(hashed))
+    match prehashed.0.iter().find(|(plain, _)| *plain == password) {
+        Some((_, hash)) => Ok(Some(hash.clone())),
+        None => Ok(Some(hash_password(password).await?)),
+    }
 }
 
 /// Whether a PATCH removes the password.
@@ -189,12 +243,19 @@ pub async fn create(
     data_source_id: &str,
     mut doc: Map<String, Value>,
 ) -> StoreResult<ScimRecord> {
+    // Hashed before the write turn (see `Prehashed`).
+    let password_hash = match kind {
+        ResourceKind::User => match doc.remove("password") {
+            Some(Value::String(password)) => Some(hash_password(password).await?),
+            _ => None,
+        },
+        ResourceKind::Group => None,
+    };
     let mut tx = db.begin().await?;
     let id = new_id();
     let now = tx.now();
     match kind {
         ResourceKind::User => {
-            let password_hash = take_password(&mut doc).await?;
             let c = user_columns(&doc)?;
             let mut args = user_args(&c, data_source_id, &id, &doc, now);
             args.push(Arg::MaybeText(password_hash));
@@ -374,6 +435,7 @@ async fn update(
     if_match: Option<&[i64]>,
 ) -> StoreResult<ScimRecord> {
     let rt = ResourceType::of(kind);
+    let prehashed = Prehashed::of(password_candidates(kind, &change)).await?;
     let mut tx = db.begin().await?;
     let current = load_for_update(&mut tx, kind, data_source_id, id, if_match).await?;
     let clears_password = matches!(change, Change::Patch(ops) if removes_password(ops));
@@ -395,7 +457,7 @@ async fn update(
     };
     // A PUT without a password keeps the stored one; a PATCH may set or remove it.
     let new_password = match kind {
-        ResourceKind::User => take_password(&mut doc).await?,
+        ResourceKind::User => take_password(&mut doc, &prehashed).await?,
         ResourceKind::Group => None,
     };
     let mut changed: Vec<String> = doc
