@@ -46,7 +46,9 @@ async fn poll_at_most<F: std::future::Future>(polls: usize, future: F) -> Option
     .await
 }
 
-/// Long enough for spawned writers to be queued for the write turn.
+/// Lets spawned writers queue for the write turn. On the tests' current-thread runtime the
+/// spawned tasks run (up to waiting on the turn) before the sleeping task is woken, whatever
+/// the machine's load, so the order does not depend on the duration.
 const QUEUE_UP: Duration = Duration::from_millis(150);
 
 #[tokio::test]
