@@ -9,6 +9,11 @@ use crate::surface::Surface;
 pub struct ServerConfig {
     /// Largest request body accepted on any route, in bytes (larger: 413).
     pub max_body_bytes: usize,
+    /// The URL clients reach Tessera at (`https://tessera.example.com`, no trailing slash),
+    /// for the links Tessera puts in responses (SCIM `meta.location`, `$ref`). Unset: taken
+    /// from each request's `Host` and `X-Forwarded-Proto`, which the client controls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
     pub request_log: RequestLogConfig,
 }
 
@@ -16,9 +21,32 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_body_bytes: 1024 * 1024,
+            public_url: None,
             request_log: RequestLogConfig::default(),
         }
     }
+}
+
+/// Checks a `public_url` and returns it without trailing slashes: an `http` or `https` URL
+/// with a host and at most a path (no query, fragment or user info).
+pub fn normalize_public_url(url: &str) -> Result<String, String> {
+    let trimmed = url.trim().trim_end_matches('/');
+    let invalid = |why: &str| Err(format!("public_url: {why} (got {url:?})"));
+    let uri: http::Uri = match trimmed.parse() {
+        Ok(uri) => uri,
+        Err(_) => return invalid("not a URL"),
+    };
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return invalid("must start with http:// or https://");
+    }
+    match uri.authority() {
+        Some(a) if !a.host().is_empty() && !a.as_str().contains('@') => {}
+        _ => return invalid("must name a host, without user info"),
+    }
+    if uri.query().is_some() || trimmed.contains('#') {
+        return invalid("must not have a query or fragment");
+    }
+    Ok(trimmed.to_owned())
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +121,9 @@ impl BodyCapture {
 impl ServerConfig {
     /// Checks values serde cannot, naming the offending key.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(url) = &self.public_url {
+            normalize_public_url(url)?;
+        }
         if self.max_body_bytes < 1024 {
             return Err("max_body_bytes: must be at least 1024".into());
         }
@@ -103,5 +134,33 @@ impl ServerConfig {
             return Err("request_log.queue_capacity: must be at least 16".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_urls_are_checked_and_lose_trailing_slashes() {
+        assert_eq!(
+            normalize_public_url("https://idm.example.com/tessera/").unwrap(),
+            "https://idm.example.com/tessera"
+        );
+        assert_eq!(
+            normalize_public_url("http://localhost:8080").unwrap(),
+            "http://localhost:8080"
+        );
+        for bad in [
+            "idm.example.com",
+            "ftp://idm.example.com",
+            "https://user@idm.example.com",
+            "https://idm.example.com/?a=b",
+            "https://idm.example.com/#x",
+            "https:///path",
+            "",
+        ] {
+            assert!(normalize_public_url(bad).is_err(), "{bad}");
+        }
     }
 }

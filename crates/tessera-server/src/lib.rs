@@ -24,7 +24,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use tessera_store::Db;
 
-pub use config::{BodyCapture, RequestLogConfig, ServerConfig};
+pub use config::{BodyCapture, RequestLogConfig, ServerConfig, normalize_public_url};
 pub use metrics::Metrics;
 pub use request_log::{RequestLogSink, RequestLogWriter};
 

@@ -26,6 +26,9 @@ pub struct Config {
     pub bootstrap_token: Option<String>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// The URL clients reach Tessera at, for links in responses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
     pub log: LogConfig,
     pub request_log: RequestLogConfig,
 }
@@ -65,6 +68,7 @@ impl Default for Config {
             database_url: None,
             bootstrap_token: None,
             max_body_bytes: server.max_body_bytes,
+            public_url: None,
             log: LogConfig::default(),
             request_log: server.request_log,
         }
@@ -145,6 +149,11 @@ impl Config {
     pub fn server_config(&self) -> ServerConfig {
         ServerConfig {
             max_body_bytes: self.max_body_bytes,
+            // Validated in `validate`; an invalid value never reaches a server.
+            public_url: self
+                .public_url
+                .as_deref()
+                .map(|u| tessera_server::normalize_public_url(u).unwrap_or_else(|_| u.to_owned())),
             request_log: self.request_log.clone(),
         }
     }

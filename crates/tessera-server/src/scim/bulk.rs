@@ -76,7 +76,7 @@ pub async fn bulk(
             )
         })?),
     };
-    let base = base_url(&headers);
+    let base = base_url(state.config.public_url.as_deref(), &headers);
     let mut created: HashMap<String, String> = HashMap::new();
     let mut results = Vec::with_capacity(operations.len());
     let mut errors = 0u64;

@@ -1,8 +1,9 @@
 //! The `/scim/v2` handlers: discovery, and create/read/list/search/replace/patch/delete for
 //! Users and Groups.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::response::{IntoResponse, Response};
+use http::request::Parts;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 use tessera_scim::criteria::{Criteria, compile, sort_target};
@@ -25,7 +26,12 @@ pub const SEARCH_REQUEST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:S
 pub const MAX_RESULTS: i64 = 1000;
 
 /// The SCIM base URL as the client reached it (for `meta.location` and `$ref`).
-pub fn base_url(headers: &HeaderMap) -> String {
+/// The SCIM base URL that `meta.location` and `$ref` values are built on: the configured
+/// `public_url`, or else the request's `Host` (and `X-Forwarded-Proto: https`).
+pub fn base_url(public_url: Option<&str>, headers: &HeaderMap) -> String {
+    if let Some(public) = public_url {
+        return format!("{}/scim/v2", public.trim_end_matches('/'));
+    }
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -39,6 +45,23 @@ pub fn base_url(headers: &HeaderMap) -> String {
         _ => "http",
     };
     format!("{scheme}://{host}/scim/v2")
+}
+
+/// [`base_url`] as an extractor.
+pub struct ScimBase(pub String);
+
+impl FromRequestParts<AppState> for ScimBase {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ScimBase(base_url(
+            state.config.public_url.as_deref(),
+            &parts.headers,
+        )))
+    }
 }
 
 fn list_response(resources: Vec<Value>, total: i64, start_index: i64) -> Value {
@@ -57,9 +80,8 @@ fn list_response(resources: Vec<Value>, total: i64, start_index: i64) -> Value {
 pub async fn service_provider_config(
     _: ScimCaller,
     State(state): State<AppState>,
-    headers: HeaderMap,
+    ScimBase(base): ScimBase,
 ) -> Response {
-    let base = base_url(&headers);
     scim_json(
         StatusCode::OK,
         &json!({
@@ -89,8 +111,7 @@ pub async fn service_provider_config(
     )
 }
 
-pub async fn resource_types(_: ScimCaller, headers: HeaderMap) -> Response {
-    let base = base_url(&headers);
+pub async fn resource_types(_: ScimCaller, ScimBase(base): ScimBase) -> Response {
     let items: Vec<Value> = RESOURCE_TYPES.iter().map(|rt| rt.to_json(&base)).collect();
     let total = items.len() as i64;
     scim_json(StatusCode::OK, &list_response(items, total, 1))
@@ -98,18 +119,17 @@ pub async fn resource_types(_: ScimCaller, headers: HeaderMap) -> Response {
 
 pub async fn resource_type(
     _: ScimCaller,
-    headers: HeaderMap,
+    ScimBase(base): ScimBase,
     Path(id): Path<String>,
 ) -> Result<Response, ScimHttpError> {
     let rt = RESOURCE_TYPES
         .iter()
         .find(|rt| rt.id == id)
         .ok_or_else(|| ScimError::not_found(format!("no resource type {id}")))?;
-    Ok(scim_json(StatusCode::OK, &rt.to_json(&base_url(&headers))))
+    Ok(scim_json(StatusCode::OK, &rt.to_json(&base)))
 }
 
-pub async fn schemas(_: ScimCaller, headers: HeaderMap) -> Response {
-    let base = base_url(&headers);
+pub async fn schemas(_: ScimCaller, ScimBase(base): ScimBase) -> Response {
     let items: Vec<Value> = SCHEMAS.iter().map(|s| s.to_json(&base)).collect();
     let total = items.len() as i64;
     scim_json(StatusCode::OK, &list_response(items, total, 1))
@@ -117,17 +137,14 @@ pub async fn schemas(_: ScimCaller, headers: HeaderMap) -> Response {
 
 pub async fn schema(
     _: ScimCaller,
-    headers: HeaderMap,
+    ScimBase(base): ScimBase,
     Path(id): Path<String>,
 ) -> Result<Response, ScimHttpError> {
     let schema = SCHEMAS
         .iter()
         .find(|s| s.id == id)
         .ok_or_else(|| ScimError::not_found(format!("no schema {id}")))?;
-    Ok(scim_json(
-        StatusCode::OK,
-        &schema.to_json(&base_url(&headers)),
-    ))
+    Ok(scim_json(StatusCode::OK, &schema.to_json(&base)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -315,21 +332,21 @@ type QueryResult = Result<QueryPairs, axum::extract::rejection::QueryRejection>;
 pub async fn list<E: Endpoint>(
     caller: ScimCaller,
     State(state): State<AppState>,
-    headers: HeaderMap,
+    ScimBase(base): ScimBase,
     pairs: QueryResult,
 ) -> Result<Response, ScimHttpError> {
     let params = query_params(pairs)?;
-    list_resources(&state, &caller, E::KIND, &params, &base_url(&headers)).await
+    list_resources(&state, &caller, E::KIND, &params, &base).await
 }
 
 pub async fn search<E: Endpoint>(
     caller: ScimCaller,
     State(state): State<AppState>,
-    headers: HeaderMap,
+    ScimBase(base): ScimBase,
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimHttpError> {
     let params = ListParams::from_search(&body)?;
-    list_resources(&state, &caller, E::KIND, &params, &base_url(&headers)).await
+    list_resources(&state, &caller, E::KIND, &params, &base).await
 }
 
 pub async fn read<E: Endpoint>(
@@ -430,11 +447,10 @@ fn query_params(pairs: QueryResult) -> Result<ListParams, ScimError> {
 pub async fn search_all(
     caller: ScimCaller,
     State(state): State<AppState>,
-    headers: HeaderMap,
+    ScimBase(base): ScimBase,
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimHttpError> {
     let params = ListParams::from_search(&body)?;
-    let base = base_url(&headers);
     let filter = params
         .filter
         .as_deref()
@@ -529,7 +545,11 @@ async fn get_resource(
         ));
     }
     let meta = record.meta();
-    let body = rendered(record, &base_url(headers), &selection);
+    let body = rendered(
+        record,
+        &base_url(state.config.public_url.as_deref(), headers),
+        &selection,
+    );
     Ok(with_etag(scim_json(StatusCode::OK, &body), &meta))
 }
 
@@ -554,7 +574,7 @@ async fn written(
     } else {
         record
     };
-    let base = base_url(headers);
+    let base = base_url(state.config.public_url.as_deref(), headers);
     let meta = record.meta();
     let location = format!(
         "{base}{}/{}",

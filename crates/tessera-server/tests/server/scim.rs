@@ -847,3 +847,39 @@ async fn concurrent_clients_lose_nothing() {
         server.stop().await;
     }
 }
+
+#[tokio::test]
+async fn links_use_the_configured_public_url_and_otherwise_the_request_host() {
+    let t = TestDb::sqlite().await;
+    let config = ServerConfig {
+        public_url: Some("https://idm.example.com/tessera/".into()),
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start(t, config).await;
+    let scim = Scim::new(&server, "Public URL").await;
+    let id = scim.create_user("link@example.com").await;
+    let r = scim.get(&format!("/Users/{id}")).await;
+    assert_eq!(
+        r.body["meta"]["location"],
+        format!("https://idm.example.com/tessera/scim/v2/Users/{id}"),
+        "a client-sent Host or X-Forwarded-Proto does not change it"
+    );
+    let r = scim.get("/ServiceProviderConfig").await;
+    assert_eq!(
+        r.body["meta"]["location"],
+        "https://idm.example.com/tessera/scim/v2/ServiceProviderConfig"
+    );
+
+    let server = TestServer::start(TestDb::sqlite().await, ServerConfig::default()).await;
+    let scim = Scim::new(&server, "Host").await;
+    let id = scim.create_user("host@example.com").await;
+    let location = scim.get(&format!("/Users/{id}")).await.body["meta"]["location"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        location.starts_with("http://127.0.0.1:")
+            && location.ends_with(&format!("/scim/v2/Users/{id}")),
+        "{location}"
+    );
+}
