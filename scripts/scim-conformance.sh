@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # SCIM conformance: runs scim2-tester (PyPI, pinned) against a real Tessera on a fresh SQLite
-# store and fails unless every result is SUCCESS and there are at least MIN_RESULTS of them.
+# store (or, with CONFORMANCE_DATABASE_URL, on that empty PostgreSQL database) and fails unless
+# every result is SUCCESS and there are at least MIN_RESULTS of them.
 # Installs scim2-tester into a virtualenv under target/ on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,12 @@ cleanup() {
 trap cleanup EXIT
 
 export TESSERA_DATA_DIR="$data_dir"
+if [ -n "${CONFORMANCE_DATABASE_URL:-}" ]; then
+  export TESSERA_DATABASE_URL="$CONFORMANCE_DATABASE_URL"
+  echo "scim2-tester against Tessera on PostgreSQL"
+else
+  echo "scim2-tester against Tessera on SQLite"
+fi
 target/debug/tessera migrate >/dev/null
 token=$(target/debug/tessera scim-token create --data-source "scim2-tester" | tail -n 1)
 target/debug/tessera serve --listen "127.0.0.1:$port" >"$data_dir/server.log" 2>&1 &

@@ -48,7 +48,12 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 
-step "SCIM conformance (scim2-tester)"
+step "SCIM conformance (scim2-tester) on SQLite"
 scripts/scim-conformance.sh
+
+step "SCIM conformance (scim2-tester) on PostgreSQL"
+psql "$TEST_PG_URL" -qc "DROP DATABASE IF EXISTS tessera_conformance" \
+  -c "CREATE DATABASE tessera_conformance ENCODING 'UTF8' LC_CTYPE 'C.UTF-8' LC_COLLATE 'C.UTF-8' TEMPLATE template0"
+CONFORMANCE_DATABASE_URL="${TEST_PG_URL%/*}/tessera_conformance" scripts/scim-conformance.sh
 
 step "all checks passed"
