@@ -216,58 +216,57 @@ mod tests {
         TempDb(path)
     }
 
-    #[tokio::test]
-    async fn a_short_read_runs_once_on_the_calling_thread() {
-        let db = temp_db();
+    /// Readers on a fresh database, with one connection already open and idle (the first read
+    /// opens it, on the blocking pool).
+    async fn warm_readers(db: &TempDb) -> Arc<SqliteReaders> {
         let readers = Arc::new(SqliteReaders::new(&db.0));
-        // The first read opens a connection, on the blocking pool; later ones reuse it.
         readers
             .read(|conn| conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)))
             .await
             .unwrap();
+        readers
+    }
+
+    /// Runs a one-number query; returns the number, how many times the read ran, and whether
+    /// it finished on the calling thread.
+    async fn counted_read(readers: &Arc<SqliteReaders>, sql: &'static str) -> (i64, usize, bool) {
         let runs = Arc::new(AtomicUsize::new(0));
         let counted = runs.clone();
         let caller = std::thread::current().id();
-        let (sum, thread): (i64, _) = readers
+        let (n, thread) = readers
             .read(move |conn| {
                 counted.fetch_add(1, Ordering::Relaxed);
-                let sum = conn.query_row("SELECT SUM(x) FROM t", [], |r| r.get(0))?;
-                Ok((sum, std::thread::current().id()))
+                let n: i64 = conn.query_row(sql, [], |r| r.get(0))?;
+                Ok((n, std::thread::current().id()))
             })
             .await
             .unwrap();
+        (n, runs.load(Ordering::Relaxed), thread == caller)
+    }
+
+    #[tokio::test]
+    async fn a_short_read_runs_once_on_the_calling_thread() {
+        let db = temp_db();
+        let readers = warm_readers(&db).await;
+        let (sum, runs, on_caller) = counted_read(&readers, "SELECT SUM(x) FROM t").await;
         assert_eq!(sum, 3);
-        assert_eq!(runs.load(Ordering::Relaxed), 1);
-        assert_eq!(thread, caller);
+        assert_eq!(runs, 1);
+        assert!(on_caller);
     }
 
     #[tokio::test]
     async fn a_read_over_its_budget_is_interrupted_and_finished_on_the_blocking_pool() {
         let db = temp_db();
-        let readers = Arc::new(SqliteReaders::new(&db.0));
-        readers
-            .read(|conn| conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)))
-            .await
-            .unwrap();
-        let runs = Arc::new(AtomicUsize::new(0));
-        let counted = runs.clone();
-        let caller = std::thread::current().id();
-        let (n, thread): (i64, _) = readers
-            .read(move |conn| {
-                counted.fetch_add(1, Ordering::Relaxed);
-                let n = conn.query_row(
-                    "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 5000000) \
-                     SELECT COUNT(*) FROM n",
-                    [],
-                    |r| r.get(0),
-                )?;
-                Ok((n, std::thread::current().id()))
-            })
-            .await
-            .unwrap();
+        let readers = warm_readers(&db).await;
+        let (n, runs, on_caller) = counted_read(
+            &readers,
+            "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 5000000) \
+             SELECT COUNT(*) FROM n",
+        )
+        .await;
         assert_eq!(n, 5_000_000, "the second run is not cut short");
-        assert_eq!(runs.load(Ordering::Relaxed), 2);
-        assert_ne!(thread, caller);
+        assert_eq!(runs, 2);
+        assert!(!on_caller);
     }
 
     #[tokio::test]

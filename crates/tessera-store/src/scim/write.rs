@@ -771,17 +771,21 @@ async fn insert_members(
             sql.arg(Arg::Int(now)).push(")");
         }
         sql.push(" ON CONFLICT DO NOTHING RETURNING member_id");
-        let ids: Vec<String> = with_conn!(tx, |conn| {
-            bind_args!(
-                sqlx::query_scalar(sqlx::AssertSqlSafe(sql.text.clone())),
-                &sql.args
-            )
-            .fetch_all(&mut *conn)
-            .await?
-        });
-        added.extend(ids);
+        added.extend(returned_ids(tx, &sql).await?);
     }
     Ok(added)
+}
+
+/// The member ids a statement's `RETURNING member_id` gives back.
+async fn returned_ids(tx: &mut Tx, sql: &Sql) -> StoreResult<Vec<String>> {
+    Ok(with_conn!(tx, |conn| {
+        bind_args!(
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql.text.clone())),
+            &sql.args
+        )
+        .fetch_all(&mut *conn)
+        .await?
+    }))
 }
 
 /// Deletes the named members, or all; returns the ids removed.
@@ -813,15 +817,7 @@ async fn delete_members(
             sql.push(")");
         }
         sql.push(" RETURNING member_id");
-        let ids: Vec<String> = with_conn!(tx, |conn| {
-            bind_args!(
-                sqlx::query_scalar(sqlx::AssertSqlSafe(sql.text.clone())),
-                &sql.args
-            )
-            .fetch_all(&mut *conn)
-            .await?
-        });
-        removed.extend(ids);
+        removed.extend(returned_ids(tx, &sql).await?);
     }
     Ok(removed)
 }
