@@ -3,33 +3,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Declares a string-valued enum with its wire and column spelling in one place.
-macro_rules! string_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        pub enum $name { $(#[serde(rename = $text)] $variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-
-            pub fn parse(s: &str) -> Option<Self> {
-                match s { $($text => Some($name::$variant),)+ _ => None }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
 string_enum! {
     /// Lifecycle state of an identity. Suspended identities (SCIM `active=false`, a leaver)
     /// keep their record and history; deleted ones are kept as tombstones for the audit trail.
@@ -145,7 +118,7 @@ impl InvalidInput {
 
 pub const MAX_NAME_LEN: usize = 256;
 
-fn check_name(field: &'static str, value: &str) -> Result<(), InvalidInput> {
+pub(crate) fn check_name(field: &'static str, value: &str) -> Result<(), InvalidInput> {
     if value.trim().is_empty() {
         return Err(InvalidInput::new(field, "must not be empty"));
     }

@@ -36,6 +36,9 @@ pub enum StoreError {
     /// The caller's `If-Match` version is not the stored one.
     #[error("the resource has changed: it is at version {current}")]
     VersionMismatch { current: i64 },
+    /// A governance rule refused the change (e.g. a membership beyond the allowed duration).
+    #[error(transparent)]
+    Refused(#[from] tessera_domain::governance::membership::Refusal),
 }
 
 impl StoreError {
@@ -58,7 +61,8 @@ impl StoreError {
             StoreError::Conflict(_)
             | StoreError::Invalid(_)
             | StoreError::Scim(_)
-            | StoreError::VersionMismatch { .. } => true,
+            | StoreError::VersionMismatch { .. }
+            | StoreError::Refused(_) => true,
             _ => false,
         }
     }

@@ -11,11 +11,13 @@ mod db;
 #[doc(hidden)]
 pub use db::internal as db_internal;
 pub mod directory;
+pub mod governance;
 mod error;
 pub mod jobs;
 pub mod request_log;
 pub mod scim;
 pub mod scim_tokens;
+mod sql;
 mod sqlite_checkpoint;
 mod sqlite_fold;
 mod sqlite_read;

@@ -18,72 +18,7 @@ use tessera_scim::schema::{AttrDef, AttrType, ResourceKind};
 
 use crate::Backend;
 
-/// A bound parameter.
-#[derive(Debug, Clone)]
-pub(crate) enum Arg {
-    Text(String),
-    /// Text or SQL NULL.
-    MaybeText(Option<String>),
-    Int(i64),
-    Real(f64),
-}
-
-/// SQL text with numbered parameters (`$1`, accepted by both backends).
-#[derive(Debug)]
-pub(crate) struct Sql {
-    pub backend: Backend,
-    pub text: String,
-    pub args: Vec<Arg>,
-}
-
-impl Sql {
-    pub fn new(backend: Backend) -> Self {
-        Sql {
-            backend,
-            text: String::new(),
-            args: Vec::new(),
-        }
-    }
-
-    pub fn push(&mut self, s: &str) -> &mut Self {
-        self.text.push_str(s);
-        self
-    }
-
-    pub fn arg(&mut self, arg: Arg) -> &mut Self {
-        self.args.push(arg);
-        let _ = write!(self.text, "${}", self.args.len());
-        self
-    }
-
-    fn text_arg(&mut self, s: &str) -> &mut Self {
-        self.arg(Arg::Text(s.to_owned()))
-    }
-
-    fn fold(&self) -> &'static str {
-        match self.backend {
-            Backend::Sqlite => "tessera_fold",
-            Backend::Postgres => "lower",
-        }
-    }
-}
-
-/// Binds the arguments of an [`Sql`] to a sqlx query of either backend.
-macro_rules! bind_args {
-    ($query:expr, $args:expr) => {{
-        let mut q = $query;
-        for arg in $args {
-            q = match arg {
-                $crate::scim::query::Arg::Text(s) => q.bind(s.clone()),
-                $crate::scim::query::Arg::MaybeText(s) => q.bind(s.clone()),
-                $crate::scim::query::Arg::Int(i) => q.bind(*i),
-                $crate::scim::query::Arg::Real(f) => q.bind(*f),
-            };
-        }
-        q
-    }};
-}
-pub(crate) use bind_args;
+pub(crate) use crate::sql::{Arg, Sql, bind_args};
 
 /// A value to compare, as SQL.
 #[derive(Debug, Clone)]

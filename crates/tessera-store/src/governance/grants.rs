@@ -1,0 +1,474 @@
+//! Grants (memberships): granting, extending, renewing, revoking, and ending them on time.
+//!
+//! The rules live in `tessera_domain::governance::membership`; here they are fed what the
+//! transaction reads, and their decisions are written with an audit entry each.
+
+use serde_json::json;
+use tessera_domain::directory::{IdentityStatus, InvalidInput};
+use tessera_domain::governance::membership::{self, Refusal};
+use tessera_domain::governance::{Grant, GrantSource, GrantStatus, validate_reason};
+use tessera_domain::ids::new_id;
+
+use super::roles;
+use super::{actor_ref, check_version};
+use crate::directory::MAX_PAGE;
+use crate::sql::{Arg, Sql, bind_args};
+use crate::{ChangeContext, Db, StoreError, StoreResult, Tx, audit, with_conn, with_pool};
+
+#[derive(sqlx::FromRow)]
+struct GrantRow {
+    id: String,
+    role_id: String,
+    application_id: String,
+    identity_id: Option<String>,
+    account_id: Option<String>,
+    source: String,
+    status: String,
+    starts_at: i64,
+    ends_at: Option<i64>,
+    granted_by: Option<String>,
+    reason: Option<String>,
+    ended_at: Option<i64>,
+    ended_by: Option<String>,
+    end_reason: Option<String>,
+    version: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+const COLUMNS: &str = "id, role_id, application_id, identity_id, account_id, source, status, \
+     starts_at, ends_at, granted_by, reason, ended_at, ended_by, end_reason, version, created_at, \
+     updated_at";
+
+impl TryFrom<GrantRow> for Grant {
+    type Error = StoreError;
+    fn try_from(r: GrantRow) -> StoreResult<Self> {
+        Ok(Grant {
+            source: GrantSource::parse(&r.source)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown grant source {:?}", r.source)))?,
+            status: GrantStatus::parse(&r.status)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown grant status {:?}", r.status)))?,
+            id: r.id,
+            role_id: r.role_id,
+            application_id: r.application_id,
+            identity_id: r.identity_id,
+            account_id: r.account_id,
+            starts_at: r.starts_at,
+            ends_at: r.ends_at,
+            granted_by: r.granted_by,
+            reason: r.reason,
+            ended_at: r.ended_at,
+            ended_by: r.ended_by,
+            end_reason: r.end_reason,
+            version: r.version,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+/// A membership asked for through the API.
+#[derive(Debug, Clone)]
+pub struct GrantRequest {
+    pub role_id: String,
+    pub identity_id: String,
+    pub starts_at: Option<i64>,
+    pub ends_at: Option<i64>,
+    pub reason: Option<String>,
+}
+
+async fn identity_status(tx: &mut Tx, identity_id: &str) -> StoreResult<IdentityStatus> {
+    let status: Option<String> = with_conn!(tx, |conn| {
+        sqlx::query_scalar("SELECT status FROM identities WHERE id = $1")
+            .bind(identity_id)
+            .fetch_optional(&mut *conn)
+            .await?
+    });
+    let status = status.ok_or_else(|| {
+        StoreError::from(InvalidInput::new(
+            "identity_id",
+            format!("there is no identity {identity_id}"),
+        ))
+    })?;
+    IdentityStatus::parse(&status)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown identity status {status:?}")))
+}
+
+/// The prerequisites of `role_id` that the identity does not hold through an active grant.
+async fn missing_prerequisites(
+    tx: &mut Tx,
+    role_id: &str,
+    identity_id: &str,
+) -> StoreResult<Vec<String>> {
+    Ok(with_conn!(tx, |conn| {
+        sqlx::query_scalar(
+            "SELECT p.prerequisite_role_id FROM role_prerequisites p WHERE p.role_id = $1 \
+             AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.role_id = p.prerequisite_role_id \
+             AND g.identity_id = $2 AND g.status = 'active') ORDER BY p.prerequisite_role_id",
+        )
+        .bind(role_id)
+        .bind(identity_id)
+        .fetch_all(&mut *conn)
+        .await?
+    }))
+}
+
+async fn get_in(tx: &mut Tx, id: &str) -> StoreResult<Grant> {
+    let sql = format!("SELECT {COLUMNS} FROM grants WHERE id = $1");
+    let row: Option<GrantRow> = with_conn!(tx, |conn| {
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?
+    });
+    row.ok_or_else(|| StoreError::not_found("membership", id))?
+        .try_into()
+}
+
+/// Grants a role to an identity (source `api`), after the membership rules agree.
+pub async fn grant(tx: &mut Tx, ctx: &ChangeContext, req: GrantRequest) -> StoreResult<Grant> {
+    validate_reason(req.reason.as_deref())?;
+    let role = roles::context_in(tx, &req.role_id).await.map_err(|e| match e {
+        StoreError::NotFound { .. } => {
+            InvalidInput::new("role_id", format!("there is no role {}", req.role_id)).into()
+        }
+        other => other,
+    })?;
+    let identity = identity_status(tx, &req.identity_id).await?;
+    let missing = missing_prerequisites(tx, &req.role_id, &req.identity_id).await?;
+    let durations = role.effective_settings().durations.value;
+    let period = membership::plan_grant(
+        tx.now(),
+        identity,
+        &role.application,
+        &durations,
+        missing,
+        req.starts_at,
+        req.ends_at,
+    )
+    .map_err(StoreError::Refused)?;
+    let account_id: Option<String> = with_conn!(tx, |conn| {
+        sqlx::query_scalar(
+            "SELECT id FROM accounts WHERE application_id = $1 AND identity_id = $2 \
+             ORDER BY id LIMIT 1",
+        )
+        .bind(&role.application.id)
+        .bind(&req.identity_id)
+        .fetch_optional(&mut *conn)
+        .await?
+    });
+    let grant = Grant {
+        id: new_id(),
+        role_id: req.role_id,
+        application_id: role.application.id,
+        identity_id: Some(req.identity_id),
+        account_id,
+        source: GrantSource::Api,
+        status: period.status,
+        starts_at: period.starts_at,
+        ends_at: period.ends_at,
+        granted_by: Some(actor_ref(ctx)),
+        reason: req.reason,
+        ended_at: None,
+        ended_by: None,
+        end_reason: None,
+        version: 1,
+        created_at: tx.now(),
+        updated_at: tx.now(),
+    };
+    insert(tx, &grant).await.map_err(|e| match e {
+        StoreError::Conflict(_) => StoreError::Conflict(
+            "the identity already holds this role through a live membership granted here; \
+             extend or renew it instead"
+                .into(),
+        ),
+        other => other,
+    })?;
+    audit::record(
+        tx,
+        ctx.event("membership.grant", "membership", Some(&grant.id))
+            .with_details(json!({ "after": grant, "reason": grant.reason })),
+    )
+    .await?;
+    Ok(grant)
+}
+
+/// Writes a new grant row; a live duplicate (same role, holder and source) is a conflict.
+pub(crate) async fn insert(tx: &mut Tx, g: &Grant) -> StoreResult<()> {
+    let inserted = with_conn!(tx, |conn| {
+        sqlx::query(
+            "INSERT INTO grants (id, role_id, application_id, identity_id, account_id, source, \
+             status, starts_at, ends_at, granted_by, reason, ended_at, ended_by, end_reason, \
+             version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+        )
+        .bind(&g.id)
+        .bind(&g.role_id)
+        .bind(&g.application_id)
+        .bind(&g.identity_id)
+        .bind(&g.account_id)
+        .bind(g.source.as_str())
+        .bind(g.status.as_str())
+        .bind(g.starts_at)
+        .bind(g.ends_at)
+        .bind(&g.granted_by)
+        .bind(&g.reason)
+        .bind(g.ended_at)
+        .bind(&g.ended_by)
+        .bind(&g.end_reason)
+        .bind(g.version)
+        .bind(g.created_at)
+        .bind(g.updated_at)
+        .execute(&mut *conn)
+        .await
+        .map(|r| r.rows_affected())
+    });
+    match inserted {
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(
+            "a live grant of this role to this holder already exists".into(),
+        )),
+        other => other.map(|_| ()).map_err(StoreError::from),
+    }
+}
+
+/// Writes the changed lifecycle columns of a grant, if it is still at `before_version`.
+async fn write_change(tx: &mut Tx, g: &Grant, before_version: i64) -> StoreResult<()> {
+    let updated = with_conn!(tx, |conn| {
+        sqlx::query(
+            "UPDATE grants SET status = $1, ends_at = $2, ended_at = $3, ended_by = $4, \
+             end_reason = $5, version = $6, updated_at = $7 WHERE id = $8 AND version = $9",
+        )
+        .bind(g.status.as_str())
+        .bind(g.ends_at)
+        .bind(g.ended_at)
+        .bind(&g.ended_by)
+        .bind(&g.end_reason)
+        .bind(g.version)
+        .bind(g.updated_at)
+        .bind(&g.id)
+        .bind(before_version)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+    });
+    if updated == 0 {
+        return Err(StoreError::VersionMismatch {
+            current: before_version + 1,
+        });
+    }
+    Ok(())
+}
+
+/// What to do with a live grant.
+#[derive(Debug, Clone, Copy)]
+pub enum Change {
+    /// A new, later end.
+    Extend { ends_at: i64 },
+    /// The role's standard duration from now.
+    Renew,
+    /// End it now.
+    Revoke,
+}
+
+/// Extends, renews or revokes a membership, after the membership rules agree.
+pub async fn change(
+    tx: &mut Tx,
+    ctx: &ChangeContext,
+    id: &str,
+    expected_version: Option<i64>,
+    change: Change,
+    reason: Option<String>,
+) -> StoreResult<Grant> {
+    validate_reason(reason.as_deref())?;
+    let before = get_in(tx, id).await?;
+    check_version(expected_version, before.version)?;
+    let now = tx.now();
+    let mut after = before.clone();
+    let action = match change {
+        Change::Revoke => {
+            membership::check_revocable(&before).map_err(StoreError::Refused)?;
+            after.status = GrantStatus::Revoked;
+            after.ended_at = Some(now);
+            after.ended_by = Some(actor_ref(ctx));
+            after.end_reason = reason.clone();
+            "membership.revoke"
+        }
+        Change::Extend { .. } | Change::Renew => {
+            let identity = match &before.identity_id {
+                Some(identity_id) => identity_status(tx, identity_id).await?,
+                None => {
+                    return Err(StoreError::Refused(Refusal::NotGrantable(
+                        "the membership belongs to an account no identity matched".into(),
+                    )));
+                }
+            };
+            let role = roles::context_in(tx, &before.role_id).await?;
+            let durations = role.effective_settings().durations.value;
+            after.ends_at = match change {
+                Change::Extend { ends_at } => {
+                    membership::plan_extend(now, identity, &before, &durations, ends_at).map(Some)
+                }
+                _ => membership::plan_renew(now, identity, &before, &durations),
+            }
+            .map_err(StoreError::Refused)?;
+            if matches!(change, Change::Extend { .. }) {
+                "membership.extend"
+            } else {
+                "membership.renew"
+            }
+        }
+    };
+    if after == before {
+        return Ok(before);
+    }
+    after.version = before.version + 1;
+    after.updated_at = now;
+    write_change(tx, &after, before.version).await?;
+    audit::record(
+        tx,
+        ctx.event(action, "membership", Some(id))
+            .with_details(json!({ "before": before, "after": after, "reason": reason })),
+    )
+    .await?;
+    Ok(after)
+}
+
+pub async fn get(db: &Db, id: &str) -> StoreResult<Grant> {
+    let sql = format!("SELECT {COLUMNS} FROM grants WHERE id = $1");
+    let row: Option<GrantRow> = with_pool!(db, |pool| {
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+    });
+    row.ok_or_else(|| StoreError::not_found("membership", id))?
+        .try_into()
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GrantFilter {
+    pub application_id: Option<String>,
+    pub role_id: Option<String>,
+    pub identity_id: Option<String>,
+    pub account_id: Option<String>,
+    pub status: Option<GrantStatus>,
+    pub source: Option<GrantSource>,
+}
+
+/// A page of grants in creation order, after the id `after`.
+pub async fn list(
+    db: &Db,
+    filter: &GrantFilter,
+    after: Option<&str>,
+    limit: i64,
+) -> StoreResult<Vec<Grant>> {
+    let mut sql = Sql::new(db.backend());
+    sql.push(&format!("SELECT {COLUMNS} FROM grants WHERE 1 = 1"));
+    for (column, value) in [
+        ("application_id", &filter.application_id),
+        ("role_id", &filter.role_id),
+        ("identity_id", &filter.identity_id),
+        ("account_id", &filter.account_id),
+    ] {
+        if let Some(v) = value {
+            sql.push(&format!(" AND {column} = ")).arg(Arg::Text(v.clone()));
+        }
+    }
+    if let Some(s) = filter.status {
+        sql.push(" AND status = ").arg(Arg::Text(s.as_str().into()));
+    }
+    if let Some(s) = filter.source {
+        sql.push(" AND source = ").arg(Arg::Text(s.as_str().into()));
+    }
+    if let Some(after) = after {
+        sql.push(" AND id > ").arg(Arg::Text(after.to_owned()));
+    }
+    sql.push(" ORDER BY id LIMIT ")
+        .arg(Arg::Int(limit.clamp(1, MAX_PAGE)));
+    let Sql { text, args, .. } = sql;
+    let rows: Vec<GrantRow> = with_pool!(db, |pool| {
+        bind_args!(sqlx::query_as(sqlx::AssertSqlSafe(text.clone())), &args)
+            .fetch_all(pool)
+            .await?
+    });
+    rows.into_iter().map(Grant::try_from).collect()
+}
+
+/// What one pass of [`end_due`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DueOutcome {
+    pub expired: usize,
+    pub started: usize,
+}
+
+/// Ends live grants whose `ends_at` has passed (status `expired`) and starts scheduled grants
+/// whose `starts_at` has come, at most `limit` of each, in one transaction with an audit entry
+/// per grant. Several processes may run it at once: each grant changes only once.
+pub async fn end_due(db: &Db, ctx: &ChangeContext, limit: i64) -> StoreResult<DueOutcome> {
+    let mut tx = db.begin().await?;
+    let now = tx.now();
+    let mut outcome = DueOutcome::default();
+    let sql = format!(
+        "SELECT {COLUMNS} FROM grants WHERE ends_at IS NOT NULL AND ends_at <= $1 \
+         AND status IN ('scheduled', 'active') ORDER BY ends_at LIMIT $2"
+    );
+    let due: Vec<GrantRow> = with_conn!(&mut tx, |conn| {
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await?
+    });
+    for row in due {
+        let before = Grant::try_from(row)?;
+        let mut after = before.clone();
+        after.status = GrantStatus::Expired;
+        after.ended_at = Some(now);
+        after.ended_by = Some(actor_ref(ctx));
+        after.end_reason = Some("reached its end".into());
+        after.version += 1;
+        after.updated_at = now;
+        match write_change(&mut tx, &after, before.version).await {
+            Err(StoreError::VersionMismatch { .. }) => continue,
+            other => other?,
+        }
+        audit::record(
+            &mut tx,
+            ctx.event("membership.expire", "membership", Some(&after.id))
+                .with_details(json!({ "before": before, "after": after })),
+        )
+        .await?;
+        outcome.expired += 1;
+    }
+    let sql = format!(
+        "SELECT {COLUMNS} FROM grants WHERE status = 'scheduled' AND starts_at <= $1 \
+         ORDER BY starts_at LIMIT $2"
+    );
+    let starting: Vec<GrantRow> = with_conn!(&mut tx, |conn| {
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await?
+    });
+    for row in starting {
+        let before = Grant::try_from(row)?;
+        let mut after = before.clone();
+        after.status = GrantStatus::Active;
+        after.version += 1;
+        after.updated_at = now;
+        match write_change(&mut tx, &after, before.version).await {
+            Err(StoreError::VersionMismatch { .. }) => continue,
+            other => other?,
+        }
+        audit::record(
+            &mut tx,
+            ctx.event("membership.start", "membership", Some(&after.id))
+                .with_details(json!({ "before": before, "after": after })),
+        )
+        .await?;
+        outcome.started += 1;
+    }
+    tx.commit().await?;
+    Ok(outcome)
+}
