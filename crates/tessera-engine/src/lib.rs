@@ -5,15 +5,19 @@
 use std::time::Duration;
 
 use serde_json::json;
+use tessera_domain::audit::Actor;
 use tessera_domain::clock::MS_PER_DAY;
+use tessera_store::governance::grants;
 use tessera_store::jobs::{self, Job, NewJob};
-use tessera_store::{Db, StoreError, request_log};
+use tessera_store::{ChangeContext, Db, StoreError, request_log};
 use tokio::sync::watch;
 
 /// Job kinds the engine runs.
 pub mod kinds {
     /// Deletes request logs (API events, details, log events) past their retention.
     pub const REQUEST_LOG_PURGE: &str = "request_log.purge";
+    /// Ends grants past their `ends_at` and starts scheduled ones whose `starts_at` has come.
+    pub const GRANTS_DUE: &str = "grants.due";
 }
 
 #[derive(Debug, Clone)]
@@ -22,6 +26,8 @@ pub struct EngineConfig {
     pub request_log_retention_days: i64,
     /// How often the purge runs.
     pub purge_interval: Duration,
+    /// How often grants are ended and started on time; a grant ends at most this late.
+    pub grants_due_interval: Duration,
     /// How often the queue is polled for due jobs.
     pub poll_interval: Duration,
     /// How long a claimed job is reserved for this worker.
@@ -33,6 +39,7 @@ impl Default for EngineConfig {
         EngineConfig {
             request_log_retention_days: 30,
             purge_interval: Duration::from_secs(3600),
+            grants_due_interval: Duration::from_secs(15),
             poll_interval: Duration::from_secs(1),
             lease: Duration::from_secs(300),
         }
@@ -47,6 +54,8 @@ pub struct Engine {
 
 /// Jobs claimed per poll.
 const CLAIM_BATCH: i64 = 16;
+/// Grants ended (and started) per transaction.
+const GRANTS_DUE_BATCH: i64 = 500;
 
 impl Engine {
     pub fn new(db: Db, config: EngineConfig) -> Self {
@@ -60,18 +69,23 @@ impl Engine {
 
     /// Makes sure the recurring jobs exist (a no-op when another process already queued them).
     pub async fn schedule_recurring(&self) -> Result<(), StoreError> {
-        jobs::enqueue(
-            &self.db,
-            NewJob {
-                kind: kinds::REQUEST_LOG_PURGE,
-                dedupe_key: Some(kinds::REQUEST_LOG_PURGE),
-                payload: json!({}),
-                run_at: self.db.now_ms(),
-                interval_ms: Some(self.config.purge_interval.as_millis() as i64),
-                max_attempts: 3,
-            },
-        )
-        .await?;
+        for (kind, interval) in [
+            (kinds::REQUEST_LOG_PURGE, self.config.purge_interval),
+            (kinds::GRANTS_DUE, self.config.grants_due_interval),
+        ] {
+            jobs::enqueue(
+                &self.db,
+                NewJob {
+                    kind,
+                    dedupe_key: Some(kind),
+                    payload: json!({}),
+                    run_at: self.db.now_ms(),
+                    interval_ms: Some(interval.as_millis() as i64),
+                    max_attempts: 3,
+                },
+            )
+            .await?;
+        }
         Ok(())
     }
 
@@ -112,6 +126,31 @@ impl Engine {
                     retention_days = self.config.request_log_retention_days,
                     "purged request logs past retention"
                 );
+                Ok(())
+            }
+            kinds::GRANTS_DUE => {
+                let ctx = ChangeContext::new(Actor::system());
+                let mut total = grants::DueOutcome::default();
+                // Batches keep each transaction short; a backlog (after downtime) drains in turn.
+                loop {
+                    let done = grants::end_due(&self.db, &ctx, GRANTS_DUE_BATCH)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    total.expired += done.expired;
+                    total.started += done.started;
+                    if (done.expired as i64) < GRANTS_DUE_BATCH
+                        && (done.started as i64) < GRANTS_DUE_BATCH
+                    {
+                        break;
+                    }
+                }
+                if total != grants::DueOutcome::default() {
+                    tracing::info!(
+                        expired = total.expired,
+                        started = total.started,
+                        "memberships ended and started on time"
+                    );
+                }
                 Ok(())
             }
             other => Err(format!("no handler for job kind {other:?}")),

@@ -885,3 +885,6 @@ async fn an_unreachable_database_drops_log_rows_promptly_and_shutdown_does_not_h
 
 #[path = "server/scim.rs"]
 mod scim;
+
+#[path = "server/governance.rs"]
+mod governance;

@@ -11,8 +11,8 @@ mod db;
 #[doc(hidden)]
 pub use db::internal as db_internal;
 pub mod directory;
-pub mod governance;
 mod error;
+pub mod governance;
 pub mod jobs;
 pub mod request_log;
 pub mod scim;

@@ -70,4 +70,3 @@ macro_rules! bind_args {
     }};
 }
 pub(crate) use bind_args;
-

@@ -37,7 +37,9 @@ pub enum Refusal {
 
 fn duration_message(requested: Option<i64>, max: i64) -> String {
     match requested {
-        Some(s) => format!("a membership of {s} seconds exceeds the role's maximum of {max} seconds"),
+        Some(s) => {
+            format!("a membership of {s} seconds exceeds the role's maximum of {max} seconds")
+        }
         None => format!(
             "the role does not allow permanent memberships; give an end within {max} seconds"
         ),
@@ -343,7 +345,14 @@ mod tests {
         assert_eq!(r.code(), "prerequisite-missing");
         assert!(r.to_string().contains("p1"));
 
-        let r = plan(IdentityStatus::Active, week_policy(), vec![], None, Some(NOW)).unwrap_err();
+        let r = plan(
+            IdentityStatus::Active,
+            week_policy(),
+            vec![],
+            None,
+            Some(NOW),
+        )
+        .unwrap_err();
         assert_eq!(r.code(), "invalid-period");
 
         let r = plan(
@@ -429,20 +438,17 @@ mod tests {
             plan_renew(NOW, IdentityStatus::Active, &long, &policy),
             Ok(Some(NOW + 3 * DAY * 1000))
         );
-        let r = plan_renew(
-            NOW,
-            IdentityStatus::Active,
-            &g,
-            &DurationPolicy::default(),
-        )
-        .unwrap_err();
+        let r =
+            plan_renew(NOW, IdentityStatus::Active, &g, &DurationPolicy::default()).unwrap_err();
         assert_eq!(r, Refusal::NoStandardDuration);
     }
 
     #[test]
     fn revoke_refuses_ended_and_externally_managed_grants() {
         assert!(check_revocable(&grant(GrantStatus::Active, GrantSource::Api, None)).is_ok());
-        assert!(check_revocable(&grant(GrantStatus::Scheduled, GrantSource::Request, None)).is_ok());
+        assert!(
+            check_revocable(&grant(GrantStatus::Scheduled, GrantSource::Request, None)).is_ok()
+        );
         let r = check_revocable(&grant(GrantStatus::Active, GrantSource::GroupMapping, None))
             .unwrap_err();
         assert_eq!(r.code(), "membership-managed-elsewhere");

@@ -12,7 +12,7 @@ pub mod settings;
 use serde::{Deserialize, Serialize};
 
 use crate::directory::{InvalidInput, check_name};
-pub use settings::{DurationPolicy, Effective, EffectiveSettings, SettingSource};
+pub use settings::{DurationPolicy, Effective, EffectiveSettings, SettingLevel, SettingSource};
 
 string_enum! {
     /// How Tessera talks to an application's system.
@@ -62,6 +62,7 @@ string_enum! {
 
 /// An identity or a group, named as owner or maintainer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Principal {
     pub kind: PrincipalKind,
     pub id: String,
@@ -85,6 +86,7 @@ pub const MAX_REASON_LEN: usize = 2048;
 /// and maintainers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApplicationSettings {
     /// Tessera cannot write to the target: grants become manual tasks for its maintainers.
     pub read_only: bool,
@@ -188,6 +190,7 @@ pub struct Account {
     pub user_key: String,
     pub display_name: Option<String>,
     pub status: AccountStatus,
+    pub version: i64,
     pub created_at: i64,
     pub updated_at: i64,
 }

@@ -19,6 +19,7 @@ pub const MAX_DURATION_SECS: i64 = 10 * 366 * 24 * 3600;
 /// it is `max_seconds` (and with neither, grants are permanent by default).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DurationPolicy {
     #[serde(default)]
     pub max_seconds: Option<i64>,
@@ -67,22 +68,36 @@ impl DurationPolicy {
     }
 }
 
-/// The level a setting's effective value was taken from.
+string_enum! {
+    SettingLevel { Application => "application", Resource => "resource", Role => "role" }
+}
+
+/// The level a setting's effective value was taken from, and that item's id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "level", content = "id", rename_all = "snake_case")]
-pub enum SettingSource {
-    Application(String),
-    Resource(String),
-    Role(String),
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SettingSource {
+    pub level: SettingLevel,
+    pub id: String,
+}
+
+impl SettingSource {
+    fn new(level: SettingLevel, id: &str) -> Self {
+        SettingSource {
+            level,
+            id: id.to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Effective<T> {
     pub value: T,
     pub source: SettingSource,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EffectiveSettings {
     pub requestable: Effective<bool>,
     pub workflow_id: Effective<Option<String>>,
@@ -97,7 +112,7 @@ pub struct EffectiveSettings {
 /// (the role's resource when a role is given). An application that is not requestable makes
 /// everything in it unrequestable, whatever lower levels say.
 pub fn resolve(app: &Application, chain: &[Resource], role: Option<&Role>) -> EffectiveSettings {
-    let app_source = SettingSource::Application(app.id.clone());
+    let app_source = SettingSource::new(SettingLevel::Application, &app.id);
     let mut out = EffectiveSettings {
         requestable: Effective {
             value: app.settings.requestable && app.settings.requestable_by_default,
@@ -122,8 +137,13 @@ pub fn resolve(app: &Application, chain: &[Resource], role: Option<&Role>) -> Ef
     };
     let levels = chain
         .iter()
-        .map(|r| (SettingSource::Resource(r.id.clone()), &r.overrides))
-        .chain(role.map(|r| (SettingSource::Role(r.id.clone()), &r.overrides)));
+        .map(|r| {
+            (
+                SettingSource::new(SettingLevel::Resource, &r.id),
+                &r.overrides,
+            )
+        })
+        .chain(role.map(|r| (SettingSource::new(SettingLevel::Role, &r.id), &r.overrides)));
     for (source, o) in levels {
         if let Some(v) = o.requestable
             && app.settings.requestable
@@ -233,7 +253,7 @@ pub(crate) mod tests {
     fn nothing_overridden_everything_comes_from_the_application() {
         let app = app(ApplicationSettings::default());
         let eff = resolve(&app, &[resource("res", Default::default())], None);
-        let from_app = SettingSource::Application("app".into());
+        let from_app = SettingSource::new(SettingLevel::Application, "app");
         assert!(eff.requestable.value);
         assert_eq!(eff.requestable.source, from_app);
         assert_eq!(eff.workflow_id.value.as_deref(), Some("wf-app"));
@@ -273,13 +293,25 @@ pub(crate) mod tests {
         });
         let eff = resolve(&app, &[parent, child], Some(&role));
         assert_eq!(eff.durations.value.max_seconds, Some(WEEK));
-        assert_eq!(eff.durations.source, SettingSource::Role("role".into()));
+        assert_eq!(
+            eff.durations.source,
+            SettingSource::new(SettingLevel::Role, "role")
+        );
         assert_eq!(eff.workflow_id.value.as_deref(), Some("wf-res"));
-        assert_eq!(eff.workflow_id.source, SettingSource::Resource("res".into()));
+        assert_eq!(
+            eff.workflow_id.source,
+            SettingSource::new(SettingLevel::Resource, "res")
+        );
         assert_eq!(eff.owner.value, Some(person("bob")));
-        assert_eq!(eff.owner.source, SettingSource::Resource("parent".into()));
+        assert_eq!(
+            eff.owner.source,
+            SettingSource::new(SettingLevel::Resource, "parent")
+        );
         assert!(eff.requestable.value);
-        assert_eq!(eff.requestable.source, SettingSource::Resource("res".into()));
+        assert_eq!(
+            eff.requestable.source,
+            SettingSource::new(SettingLevel::Resource, "res")
+        );
     }
 
     #[test]
@@ -317,7 +349,7 @@ pub(crate) mod tests {
         assert!(!eff.requestable.value);
         assert_eq!(
             eff.requestable.source,
-            SettingSource::Application("app".into())
+            SettingSource::new(SettingLevel::Application, "app")
         );
     }
 
@@ -351,7 +383,7 @@ pub(crate) mod tests {
 
     #[test]
     fn sources_serialise_with_their_level() {
-        let s = serde_json::to_value(SettingSource::Resource("r1".into())).unwrap();
+        let s = serde_json::to_value(SettingSource::new(SettingLevel::Resource, "r1")).unwrap();
         assert_eq!(s, serde_json::json!({"level": "resource", "id": "r1"}));
     }
 }

@@ -24,6 +24,14 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Conflict(String),
+    /// The `If-Match` version is not the current one.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// A governance rule refused the change; `code` is the stable problem type.
+    #[error("{detail}")]
+    Refused { code: &'static str, detail: String },
     /// Anything unexpected: logged in full, answered with a bare 500.
     #[error("{0}")]
     Internal(String),
@@ -45,6 +53,13 @@ impl From<StoreError> for ApiError {
                 ApiError::NotFound(format!("{entity} {id} was not found"))
             }
             StoreError::Conflict(msg) => ApiError::Conflict(msg),
+            StoreError::VersionMismatch { current } => ApiError::PreconditionFailed(format!(
+                "the resource has changed since that ETag: it is now at W/\"{current}\""
+            )),
+            StoreError::Refused(refusal) => ApiError::Refused {
+                code: refusal.code(),
+                detail: refusal.to_string(),
+            },
             StoreError::Invalid(invalid) => ApiError::BadRequest {
                 detail: invalid.to_string(),
                 errors: Some(json!([{"field": invalid.field, "reason": invalid.reason}])),
@@ -108,6 +123,23 @@ impl IntoResponse for ApiError {
                 problem(StatusCode::BAD_REQUEST, "bad-request", &detail, rid, errors)
             }
             ApiError::Conflict(d) => problem(StatusCode::CONFLICT, "conflict", &d, rid, None),
+            ApiError::PreconditionFailed(d) => problem(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition-failed",
+                &d,
+                rid,
+                None,
+            ),
+            ApiError::UnsupportedMediaType(d) => problem(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                &d,
+                rid,
+                None,
+            ),
+            ApiError::Refused { code, detail } => {
+                problem(StatusCode::UNPROCESSABLE_ENTITY, code, &detail, rid, None)
+            }
             ApiError::Internal(detail) => {
                 tracing::error!(error = %tessera_domain::redact::redact_text(&detail), "internal error");
                 match &ctx {

@@ -95,6 +95,7 @@ CREATE TABLE accounts (
     user_key_lower TEXT NOT NULL,
     display_name   TEXT,
     status         TEXT NOT NULL,
+    version        BIGINT NOT NULL,
     created_at     BIGINT NOT NULL,
     updated_at     BIGINT NOT NULL
 );

@@ -17,12 +17,12 @@ struct AccountRow {
     user_key: String,
     display_name: Option<String>,
     status: String,
+    version: i64,
     created_at: i64,
     updated_at: i64,
 }
 
-const COLUMNS: &str =
-    "id, application_id, identity_id, user_key, display_name, status, created_at, updated_at";
+const COLUMNS: &str = "id, application_id, identity_id, user_key, display_name, status, version, created_at, updated_at";
 
 impl TryFrom<AccountRow> for Account {
     type Error = StoreError;
@@ -36,6 +36,7 @@ impl TryFrom<AccountRow> for Account {
             identity_id: r.identity_id,
             user_key: r.user_key,
             display_name: r.display_name,
+            version: r.version,
             created_at: r.created_at,
             updated_at: r.updated_at,
         })
@@ -93,6 +94,7 @@ pub async fn create(tx: &mut Tx, ctx: &ChangeContext, new: NewAccount) -> StoreR
         user_key: new.user_key,
         display_name: new.display_name,
         status: new.status,
+        version: 1,
         created_at: tx.now(),
         updated_at: tx.now(),
     };
@@ -102,8 +104,8 @@ pub async fn create(tx: &mut Tx, ctx: &ChangeContext, new: NewAccount) -> StoreR
     let inserted = with_conn!(tx, |conn| {
         sqlx::query(
             "INSERT INTO accounts (id, application_id, identity_id, user_key, user_key_lower, \
-             display_name, status, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             display_name, status, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&a.id)
         .bind(&a.application_id)
@@ -112,6 +114,7 @@ pub async fn create(tx: &mut Tx, ctx: &ChangeContext, new: NewAccount) -> StoreR
         .bind(fold(&a.user_key))
         .bind(&a.display_name)
         .bind(a.status.as_str())
+        .bind(a.version)
         .bind(a.created_at)
         .bind(a.updated_at)
         .execute(&mut *conn)
@@ -196,16 +199,19 @@ pub async fn update(
     tx: &mut Tx,
     ctx: &ChangeContext,
     id: &str,
+    expected_version: Option<i64>,
     change: impl FnOnce(&mut Account) -> StoreResult<()>,
 ) -> StoreResult<Account> {
     let before = get_in(tx, id).await?;
+    super::check_version(expected_version, before.version)?;
     let mut account = before.clone();
     change(&mut account)?;
     if account.application_id != before.application_id {
-        return Err(
-            InvalidInput::new("application_id", "an account cannot move to another application")
-                .into(),
-        );
+        return Err(InvalidInput::new(
+            "application_id",
+            "an account cannot move to another application",
+        )
+        .into());
     }
     validate(&mut account)?;
     if account == before {
@@ -214,20 +220,24 @@ pub async fn update(
     if account.identity_id != before.identity_id {
         check_identity(tx, account.identity_id.as_deref()).await?;
     }
+    account.version = before.version + 1;
     account.updated_at = tx.now();
     let a = &account;
     let updated = with_conn!(tx, |conn| {
         sqlx::query(
             "UPDATE accounts SET identity_id = $1, user_key = $2, user_key_lower = $3, \
-             display_name = $4, status = $5, updated_at = $6 WHERE id = $7",
+             display_name = $4, status = $5, version = $6, updated_at = $7 \
+             WHERE id = $8 AND version = $9",
         )
         .bind(&a.identity_id)
         .bind(&a.user_key)
         .bind(fold(&a.user_key))
         .bind(&a.display_name)
         .bind(a.status.as_str())
+        .bind(a.version)
         .bind(a.updated_at)
         .bind(&a.id)
+        .bind(before.version)
         .execute(&mut *conn)
         .await
         .map(|r| r.rows_affected())
@@ -235,6 +245,11 @@ pub async fn update(
     match updated {
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
             return Err(key_taken(&account.user_key));
+        }
+        Ok(0) => {
+            return Err(StoreError::VersionMismatch {
+                current: before.version + 1,
+            });
         }
         other => other?,
     };
@@ -248,8 +263,14 @@ pub async fn update(
 }
 
 /// Deletes an account. Refused while a live grant is held through it.
-pub async fn delete(tx: &mut Tx, ctx: &ChangeContext, id: &str) -> StoreResult<()> {
+pub async fn delete(
+    tx: &mut Tx,
+    ctx: &ChangeContext,
+    id: &str,
+    expected_version: Option<i64>,
+) -> StoreResult<()> {
     let before = get_in(tx, id).await?;
+    super::check_version(expected_version, before.version)?;
     let live: i64 = with_conn!(tx, |conn| {
         sqlx::query_scalar(
             "SELECT COUNT(*) FROM grants WHERE account_id = $1 AND status IN ('scheduled', 'active')",

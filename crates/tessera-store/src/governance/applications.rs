@@ -3,8 +3,8 @@
 use serde_json::json;
 use tessera_domain::directory::fold;
 use tessera_domain::governance::{
-    Application, ApplicationSettings, ConnectorKind, ManagementMode, Principal, validate_description,
-    validate_icon, validate_maintainers, validate_name,
+    Application, ApplicationSettings, ConnectorKind, ManagementMode, Principal,
+    validate_description, validate_icon, validate_maintainers, validate_name,
 };
 use tessera_domain::ids::new_id;
 
@@ -90,7 +90,11 @@ fn name_taken(name: &str) -> StoreError {
     StoreError::Conflict(format!("an application named {name:?} already exists"))
 }
 
-pub async fn create(tx: &mut Tx, ctx: &ChangeContext, new: NewApplication) -> StoreResult<Application> {
+pub async fn create(
+    tx: &mut Tx,
+    ctx: &ChangeContext,
+    new: NewApplication,
+) -> StoreResult<Application> {
     let app = Application {
         id: new_id(),
         name: new.name.trim().to_owned(),
@@ -346,9 +350,10 @@ pub async fn delete(
     });
     audit::record(
         tx,
-        ctx.event("application.delete", "application", Some(id)).with_details(
-            json!({ "before": app, "deleted_resources": resources, "deleted_roles": roles }),
-        ),
+        ctx.event("application.delete", "application", Some(id))
+            .with_details(
+                json!({ "before": app, "deleted_resources": resources, "deleted_roles": roles }),
+            ),
     )
     .await?;
     Ok(())

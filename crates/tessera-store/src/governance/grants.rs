@@ -44,10 +44,12 @@ impl TryFrom<GrantRow> for Grant {
     type Error = StoreError;
     fn try_from(r: GrantRow) -> StoreResult<Self> {
         Ok(Grant {
-            source: GrantSource::parse(&r.source)
-                .ok_or_else(|| StoreError::Corrupt(format!("unknown grant source {:?}", r.source)))?,
-            status: GrantStatus::parse(&r.status)
-                .ok_or_else(|| StoreError::Corrupt(format!("unknown grant status {:?}", r.status)))?,
+            source: GrantSource::parse(&r.source).ok_or_else(|| {
+                StoreError::Corrupt(format!("unknown grant source {:?}", r.source))
+            })?,
+            status: GrantStatus::parse(&r.status).ok_or_else(|| {
+                StoreError::Corrupt(format!("unknown grant status {:?}", r.status))
+            })?,
             id: r.id,
             role_id: r.role_id,
             application_id: r.application_id,
@@ -128,12 +130,14 @@ async fn get_in(tx: &mut Tx, id: &str) -> StoreResult<Grant> {
 /// Grants a role to an identity (source `api`), after the membership rules agree.
 pub async fn grant(tx: &mut Tx, ctx: &ChangeContext, req: GrantRequest) -> StoreResult<Grant> {
     validate_reason(req.reason.as_deref())?;
-    let role = roles::context_in(tx, &req.role_id).await.map_err(|e| match e {
-        StoreError::NotFound { .. } => {
-            InvalidInput::new("role_id", format!("there is no role {}", req.role_id)).into()
-        }
-        other => other,
-    })?;
+    let role = roles::context_in(tx, &req.role_id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound { .. } => {
+                InvalidInput::new("role_id", format!("there is no role {}", req.role_id)).into()
+            }
+            other => other,
+        })?;
     let identity = identity_status(tx, &req.identity_id).await?;
     let missing = missing_prerequisites(tx, &req.role_id, &req.identity_id).await?;
     let durations = role.effective_settings().durations.value;
@@ -371,7 +375,8 @@ pub async fn list(
         ("account_id", &filter.account_id),
     ] {
         if let Some(v) = value {
-            sql.push(&format!(" AND {column} = ")).arg(Arg::Text(v.clone()));
+            sql.push(&format!(" AND {column} = "))
+                .arg(Arg::Text(v.clone()));
         }
     }
     if let Some(s) = filter.status {

@@ -62,7 +62,9 @@ pub(crate) async fn check_principals<'a>(
                 .await?
         });
         if found == 0 {
-            return Err(InvalidInput::new(field, format!("there is no {} {}", p.kind, p.id)).into());
+            return Err(
+                InvalidInput::new(field, format!("there is no {} {}", p.kind, p.id)).into(),
+            );
         }
     }
     Ok(())

@@ -252,7 +252,8 @@ fn order_chain(id: &str, rows: Vec<ResourceRow>) -> StoreResult<Vec<Resource>> {
 
 /// The resource and its ancestors, outermost first.
 pub async fn chain(db: &Db, id: &str) -> StoreResult<Vec<Resource>> {
-    let sql = format!("{CHAIN_SQL}SELECT {COLUMNS} FROM resources WHERE id IN (SELECT id FROM chain)");
+    let sql =
+        format!("{CHAIN_SQL}SELECT {COLUMNS} FROM resources WHERE id IN (SELECT id FROM chain)");
     let rows: Vec<ResourceRow> = with_pool!(db, |pool| {
         sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(id)
@@ -263,7 +264,8 @@ pub async fn chain(db: &Db, id: &str) -> StoreResult<Vec<Resource>> {
 }
 
 pub(crate) async fn chain_in(tx: &mut Tx, id: &str) -> StoreResult<Vec<Resource>> {
-    let sql = format!("{CHAIN_SQL}SELECT {COLUMNS} FROM resources WHERE id IN (SELECT id FROM chain)");
+    let sql =
+        format!("{CHAIN_SQL}SELECT {COLUMNS} FROM resources WHERE id IN (SELECT id FROM chain)");
     let rows: Vec<ResourceRow> = with_conn!(tx, |conn| {
         sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(id)
@@ -301,7 +303,8 @@ pub async fn list(
     let mut sql = Sql::new(db.backend());
     sql.push(&format!("SELECT {COLUMNS} FROM resources WHERE 1 = 1"));
     if let Some(app) = &filter.application_id {
-        sql.push(" AND application_id = ").arg(Arg::Text(app.clone()));
+        sql.push(" AND application_id = ")
+            .arg(Arg::Text(app.clone()));
     }
     match &filter.parent_id {
         Some(Some(parent)) => {

@@ -99,7 +99,11 @@ fn validate(role: &mut Role) -> StoreResult<()> {
 
 /// Fails unless every prerequisite exists and none of them (through its own prerequisites)
 /// requires `role_id`, which would make the role impossible to grant.
-async fn check_prerequisites(tx: &mut Tx, role_id: &str, prerequisites: &[String]) -> StoreResult<()> {
+async fn check_prerequisites(
+    tx: &mut Tx,
+    role_id: &str,
+    prerequisites: &[String],
+) -> StoreResult<()> {
     for p in prerequisites {
         let found: i64 = with_conn!(tx, |conn| {
             sqlx::query_scalar("SELECT COUNT(*) FROM roles WHERE id = $1")
@@ -108,7 +112,11 @@ async fn check_prerequisites(tx: &mut Tx, role_id: &str, prerequisites: &[String
                 .await?
         });
         if found == 0 {
-            return Err(InvalidInput::new("prerequisite_role_ids", format!("there is no role {p}")).into());
+            return Err(InvalidInput::new(
+                "prerequisite_role_ids",
+                format!("there is no role {p}"),
+            )
+            .into());
         }
         let cycle: i64 = with_conn!(tx, |conn| {
             sqlx::query_scalar(
@@ -371,7 +379,9 @@ pub async fn update(
     let mut role = before.clone();
     change(&mut role)?;
     if role.resource_id != before.resource_id {
-        return Err(InvalidInput::new("resource_id", "a role cannot move to another resource").into());
+        return Err(
+            InvalidInput::new("resource_id", "a role cannot move to another resource").into(),
+        );
     }
     validate(&mut role)?;
     if role == before {

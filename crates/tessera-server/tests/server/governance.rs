@@ -1,0 +1,613 @@
+//! `/api/v1` governance routes over real HTTP: the OpenAPI document and its coverage,
+//! applications → resources → roles with inherited settings, accounts, and memberships with
+//! every refusal, on SQLite and PostgreSQL.
+
+use std::collections::BTreeSet;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tessera_domain::audit::Actor;
+use tessera_domain::directory::{
+    DataSourceKind, IdentityAttributes, IdentityKind, IdentityStatus, MatchingKey,
+};
+use tessera_server::ServerConfig;
+use tessera_store::{ChangeContext, audit, directory};
+use tessera_testkit::{TestDb, TestServer};
+
+struct Reply {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+impl Reply {
+    fn problem_type(&self) -> &str {
+        self.body["type"].as_str().unwrap_or("")
+    }
+    fn etag(&self) -> String {
+        self.headers["etag"].to_str().unwrap().to_owned()
+    }
+    fn id(&self) -> String {
+        self.body["id"].as_str().unwrap().to_owned()
+    }
+}
+
+struct Api<'a> {
+    server: &'a TestServer,
+    http: reqwest::Client,
+}
+
+impl<'a> Api<'a> {
+    fn new(server: &'a TestServer) -> Self {
+        Api {
+            server,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        if_match: Option<&str>,
+    ) -> Reply {
+        let mut req = self
+            .http
+            .request(method, self.server.url(path))
+            .bearer_auth(&self.server.admin_token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        if let Some(tag) = if_match {
+            req = req.header("if-match", tag);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        let headers = r.headers().clone();
+        let body = r.json::<Value>().await.unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, None, None).await
+    }
+    async fn post(&self, path: &str, body: Value) -> Reply {
+        self.send(Method::POST, path, Some(body), None).await
+    }
+    async fn patch(&self, path: &str, body: Value, if_match: Option<&str>) -> Reply {
+        self.send(Method::PATCH, path, Some(body), if_match).await
+    }
+    async fn delete(&self, path: &str) -> Reply {
+        self.send(Method::DELETE, path, None, None).await
+    }
+
+    /// Creates and asserts 201.
+    async fn create(&self, path: &str, body: Value) -> Value {
+        let r = self.post(path, body).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{path}: {}", r.body);
+        assert!(r.headers.contains_key("location"));
+        r.body
+    }
+}
+
+async fn identity(server: &TestServer, user_name: &str) -> String {
+    let db = &server.test_db.db;
+    let ctx = ChangeContext::new(Actor::cli());
+    let source = match directory::find_data_source_by_name(db, "hr").await.unwrap() {
+        Some(s) => s,
+        None => {
+            let mut tx = db.begin().await.unwrap();
+            let s = directory::create_data_source(
+                &mut tx,
+                &ctx,
+                "hr",
+                DataSourceKind::Csv,
+                MatchingKey::UserName,
+            )
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+            s
+        }
+    };
+    let mut tx = db.begin().await.unwrap();
+    let identity = directory::create_identity(
+        &mut tx,
+        &ctx,
+        &source.id,
+        IdentityKind::Person,
+        IdentityAttributes {
+            user_name: user_name.into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    identity.id
+}
+
+async fn servers() -> Vec<TestServer> {
+    let mut out = Vec::new();
+    for t in TestDb::all().await {
+        out.push(TestServer::start(t, ServerConfig::default()).await);
+    }
+    out
+}
+
+const DAY: i64 = 24 * 3600;
+
+fn in_days(days: i64) -> String {
+    let t = time::OffsetDateTime::now_utc() + time::Duration::seconds(days * DAY);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_3_1_and_every_operation_is_served() {
+    let server = TestServer::start(TestDb::sqlite().await, ServerConfig::default()).await;
+    let spec: Value = reqwest::get(server.url("/api/v1/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(spec["openapi"], "3.1.0");
+    let api = Api::new(&server);
+    let mut operations = 0;
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for method in ["get", "post", "patch", "delete", "put"] {
+            let Some(op) = item.get(method) else { continue };
+            operations += 1;
+            for status in ["400", "401", "500"] {
+                assert!(
+                    op["responses"].get(status).is_some(),
+                    "{method} {path} lacks {status}"
+                );
+            }
+            let concrete = path.replace("{id}", "0190a000-0000-7000-8000-000000000000");
+            let body = matches!(method, "post" | "patch").then(|| json!({}));
+            let r = api
+                .send(
+                    method.to_uppercase().parse().unwrap(),
+                    &concrete,
+                    body,
+                    None,
+                )
+                .await;
+            assert_ne!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert_ne!(
+                r.body["detail"], "No such resource.",
+                "{method} {path} is not routed"
+            );
+            assert!(r.status.as_u16() < 500, "{method} {path}: {}", r.body);
+        }
+    }
+    // Routes and documentation are registered together (utoipa_axum::routes!), so every
+    // handler with a #[utoipa::path] is an operation; the only route added by hand is the
+    // document itself.
+    let sources = [
+        include_str!("../../src/api/mod.rs"),
+        include_str!("../../src/api/directory.rs"),
+        include_str!("../../src/api/applications.rs"),
+        include_str!("../../src/api/resources.rs"),
+        include_str!("../../src/api/roles.rs"),
+        include_str!("../../src/api/accounts.rs"),
+        include_str!("../../src/api/memberships.rs"),
+    ];
+    let annotated: usize = sources
+        .iter()
+        .map(|s| s.matches("#[utoipa::path(").count())
+        .sum();
+    assert_eq!(
+        annotated, operations,
+        "every annotated handler is in the document"
+    );
+    let hand_routes: BTreeSet<&str> = sources
+        .iter()
+        .flat_map(|s| {
+            s.match_indices(".route(\"")
+                .map(move |(i, _)| &s[i..i + 30])
+        })
+        .collect();
+    assert_eq!(hand_routes.len(), 1, "{hand_routes:?}");
+    assert!(hand_routes.iter().all(|r| r.contains("/api/v1/openapi")));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn settings_inherit_from_application_to_resource_to_role_with_provenance() {
+    for server in servers().await {
+        let api = Api::new(&server);
+        let owner = identity(&server, "owner").await;
+        let app = api
+            .create(
+                "/api/v1/applications",
+                json!({
+                    "name": "GitHub", "connector_kind": "scim",
+                    "owner": {"kind": "identity", "id": owner},
+                    "settings": {"durations": {"max_seconds": 30 * DAY, "default_seconds": 7 * DAY}}
+                }),
+            )
+            .await;
+        let app_id = app["id"].as_str().unwrap();
+        assert_eq!(app["management_mode"], "managed");
+        assert_eq!(app["settings"]["requestable"], true);
+
+        let org = api
+            .create(
+                &format!("/api/v1/applications/{app_id}/resources"),
+                json!({"name": "acme", "resource_type": "organization", "requestable": false,
+                       "tags": ["prod", "PROD", "pci"]}),
+            )
+            .await;
+        assert_eq!(org["tags"], json!(["prod", "pci"]));
+        let repo = api
+            .create(
+                &format!("/api/v1/applications/{app_id}/resources"),
+                json!({"name": "payments", "resource_type": "repository", "parent_id": org["id"],
+                       "durations": {"max_seconds": 14 * DAY}}),
+            )
+            .await;
+        let repo_id = repo["id"].as_str().unwrap();
+        let role = api
+            .create(
+                &format!("/api/v1/resources/{repo_id}/roles"),
+                json!({"name": "admin", "sensitive": true, "durations": {"max_seconds": DAY}}),
+            )
+            .await;
+        let eff = &role["effective"];
+        assert_eq!(eff["durations"]["value"]["max_seconds"], DAY);
+        assert_eq!(
+            eff["durations"]["source"],
+            json!({"level": "role", "id": role["id"]})
+        );
+        assert_eq!(eff["requestable"]["value"], false);
+        assert_eq!(eff["requestable"]["source"]["id"], org["id"]);
+        assert_eq!(eff["owner"]["value"]["id"], owner.as_str());
+        assert_eq!(eff["owner"]["source"]["level"], "application");
+
+        // Clearing the role's override (merge patch null) falls back to the repository's.
+        let role_path = format!("/api/v1/roles/{}", role["id"].as_str().unwrap());
+        let current = api.get(&role_path).await;
+        let r = api
+            .patch(
+                &role_path,
+                json!({"durations": null}),
+                Some(&current.etag()),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.body["overrides"]["durations"], Value::Null);
+        assert_eq!(
+            r.body["effective"]["durations"]["value"]["max_seconds"],
+            14 * DAY
+        );
+        assert_eq!(r.body["effective"]["durations"]["source"]["id"], repo["id"]);
+        assert_eq!(r.body["version"], 2);
+
+        // A stale ETag is refused and changes nothing.
+        let stale = api
+            .patch(&role_path, json!({"name": "owner"}), Some(&current.etag()))
+            .await;
+        assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
+        assert_eq!(
+            stale.problem_type(),
+            "urn:tessera:problem:precondition-failed"
+        );
+        assert_eq!(api.get(&role_path).await.body["name"], "admin");
+
+        // Lists filter in the database: by tag, by parent, by kind.
+        let tagged = api
+            .get(&format!("/api/v1/applications/{app_id}/resources?tag=PCI"))
+            .await;
+        assert_eq!(tagged.body["items"].as_array().unwrap().len(), 1);
+        let top = api
+            .get(&format!(
+                "/api/v1/applications/{app_id}/resources?parent_id=root"
+            ))
+            .await;
+        assert_eq!(top.body["items"][0]["id"], org["id"]);
+        let scim_apps = api.get("/api/v1/applications?connector_kind=scim").await;
+        assert_eq!(scim_apps.body["items"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            api.get("/api/v1/applications?connector_kind=ldap")
+                .await
+                .body["items"],
+            json!([])
+        );
+
+        // Every change is audited with before and after.
+        let entries = audit::list_after(&server.test_db.db, 0, 1000)
+            .await
+            .unwrap();
+        let update = entries
+            .iter()
+            .find(|e| e.action == "role.update")
+            .expect("role.update audited");
+        let details: Value = serde_json::from_str(&update.details).unwrap();
+        assert_eq!(
+            details["before"]["overrides"]["durations"]["max_seconds"],
+            DAY
+        );
+        assert_eq!(details["after"]["overrides"]["durations"], Value::Null);
+        assert_eq!(update.actor_kind, "admin_token");
+
+        // Bad input: a clear problem, nothing changed.
+        let bad = api
+            .post(
+                &format!("/api/v1/applications/{app_id}/resources"),
+                json!({"name": "x", "resource_type": "Not Valid"}),
+            )
+            .await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        assert_eq!(bad.body["errors"][0]["field"], "resource_type");
+        let dup = api
+            .post(
+                "/api/v1/applications",
+                json!({"name": "github", "connector_kind": "csv"}),
+            )
+            .await;
+        assert_eq!(dup.status, StatusCode::CONFLICT);
+        let unknown = api
+            .post(
+                "/api/v1/applications",
+                json!({"name": "x", "connector_kind": "csv", "colour": 1}),
+            )
+            .await;
+        assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn memberships_grant_extend_renew_revoke_and_every_refusal() {
+    for server in servers().await {
+        let api = Api::new(&server);
+        let alice = identity(&server, "alice").await;
+        let bob = identity(&server, "bob").await;
+        let app = api
+            .create(
+                "/api/v1/applications",
+                json!({"name": "Payroll", "connector_kind": "manual"}),
+            )
+            .await;
+        let res = api
+            .create(
+                &format!(
+                    "/api/v1/applications/{}/resources",
+                    app["id"].as_str().unwrap()
+                ),
+                json!({"name": "payroll", "resource_type": "app"}),
+            )
+            .await;
+        let roles_path = format!("/api/v1/resources/{}/roles", res["id"].as_str().unwrap());
+        let viewer = api
+            .create(
+                &roles_path,
+                json!({"name": "viewer", "durations": {"max_seconds": 30 * DAY, "default_seconds": 7 * DAY}}),
+            )
+            .await;
+        let approver = api
+            .create(
+                &roles_path,
+                json!({"name": "approver", "prerequisite_role_ids": [viewer["id"]],
+                       "durations": {"max_seconds": 30 * DAY}}),
+            )
+            .await;
+
+        // Grant with the standard duration.
+        let granted = api
+            .post(
+                "/api/v1/memberships",
+                json!({"role_id": viewer["id"], "identity_id": alice, "reason": "ticket 42"}),
+            )
+            .await;
+        assert_eq!(granted.status, StatusCode::CREATED, "{}", granted.body);
+        assert_eq!(granted.body["status"], "active");
+        assert_eq!(granted.body["source"], "api");
+        assert_eq!(granted.body["reason"], "ticket 42");
+        let m_path = format!("/api/v1/memberships/{}", granted.id());
+
+        // The same role again is a conflict.
+        let again = api
+            .post(
+                "/api/v1/memberships",
+                json!({"role_id": viewer["id"], "identity_id": alice}),
+            )
+            .await;
+        assert_eq!(again.status, StatusCode::CONFLICT);
+
+        // Extend within the maximum; beyond it is refused.
+        let extended = api
+            .post(&format!("{m_path}/extend"), json!({"ends_at": in_days(20)}))
+            .await;
+        assert_eq!(extended.status, StatusCode::OK, "{}", extended.body);
+        assert_eq!(extended.body["version"], 2);
+        let too_long = api
+            .post(&format!("{m_path}/extend"), json!({"ends_at": in_days(45)}))
+            .await;
+        assert_eq!(too_long.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            too_long.problem_type(),
+            "urn:tessera:problem:duration-not-allowed"
+        );
+
+        // Renew never shortens (20 days left > 7 days standard): unchanged, still 200.
+        let renewed = api
+            .send(Method::POST, &format!("{m_path}/renew"), None, None)
+            .await;
+        assert_eq!(renewed.status, StatusCode::OK, "{}", renewed.body);
+        assert_eq!(renewed.body["ends_at"], extended.body["ends_at"]);
+
+        // Refusals, each with its own problem type; none creates anything.
+        let before = api.get("/api/v1/memberships").await.body["items"]
+            .as_array()
+            .unwrap()
+            .len();
+        let missing = api
+            .post(
+                "/api/v1/memberships",
+                json!({"role_id": approver["id"], "identity_id": bob}),
+            )
+            .await;
+        assert_eq!(
+            missing.problem_type(),
+            "urn:tessera:problem:prerequisite-missing"
+        );
+        let beyond = api
+            .post(
+                "/api/v1/memberships",
+                json!({"role_id": viewer["id"], "identity_id": bob, "ends_at": in_days(31)}),
+            )
+            .await;
+        assert_eq!(
+            beyond.problem_type(),
+            "urn:tessera:problem:duration-not-allowed"
+        );
+        let permanent = api
+            .post(
+                "/api/v1/memberships",
+                json!({"role_id": approver["id"], "identity_id": alice, "ends_at": null}),
+            )
+            .await;
+        // No end given: the standard duration (here the maximum) applies, so this is granted.
+        assert_eq!(permanent.status, StatusCode::CREATED, "{}", permanent.body);
+        let bad_date = api
+            .post(
+                "/api/v1/memberships",
+                json!({"role_id": viewer["id"], "identity_id": bob, "ends_at": "tomorrow"}),
+            )
+            .await;
+        assert_eq!(bad_date.status, StatusCode::BAD_REQUEST);
+        {
+            let db = &server.test_db.db;
+            let mut tx = db.begin().await.unwrap();
+            directory::set_identity_status(
+                &mut tx,
+                &ChangeContext::new(Actor::cli()),
+                &bob,
+                IdentityStatus::Suspended,
+            )
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+        }
+        let inactive = api
+            .post(
+                "/api/v1/memberships",
+                json!({"role_id": viewer["id"], "identity_id": bob}),
+            )
+            .await;
+        assert_eq!(inactive.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            inactive.problem_type(),
+            "urn:tessera:problem:identity-not-active"
+        );
+        let app_path = format!("/api/v1/applications/{}", app["id"].as_str().unwrap());
+        let observed = api
+            .patch(&app_path, json!({"management_mode": "observed"}), None)
+            .await;
+        assert_eq!(observed.status, StatusCode::OK);
+        let carol = identity(&server, "carol").await;
+        let not_grantable = api
+            .post(
+                "/api/v1/memberships",
+                json!({"role_id": viewer["id"], "identity_id": carol}),
+            )
+            .await;
+        assert_eq!(
+            not_grantable.problem_type(),
+            "urn:tessera:problem:role-not-grantable"
+        );
+        let after = api.get("/api/v1/memberships").await.body["items"]
+            .as_array()
+            .unwrap()
+            .len();
+        assert_eq!(after, before + 1, "only the permitted grant was added");
+
+        // A role with live memberships cannot be deleted; a prerequisite cannot either.
+        let viewer_path = format!("/api/v1/roles/{}", viewer["id"].as_str().unwrap());
+        assert_eq!(api.delete(&viewer_path).await.status, StatusCode::CONFLICT);
+
+        // Revoke ends it now; revoking again is refused.
+        let revoked = api
+            .delete(&format!("{m_path}?reason=left%20the%20team"))
+            .await;
+        assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
+        assert_eq!(revoked.body["status"], "revoked");
+        assert_eq!(revoked.body["end_reason"], "left the team");
+        assert!(
+            revoked.body["ended_by"]
+                .as_str()
+                .unwrap()
+                .starts_with("admin_token:")
+        );
+        let twice = api.delete(&m_path).await;
+        assert_eq!(twice.problem_type(), "urn:tessera:problem:membership-ended");
+
+        // Filters.
+        let active = api
+            .get(&format!(
+                "/api/v1/memberships?identity_id={alice}&status=active"
+            ))
+            .await;
+        assert_eq!(active.body["items"].as_array().unwrap().len(), 1);
+
+        let entries = audit::list_after(&server.test_db.db, 0, 1000)
+            .await
+            .unwrap();
+        let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+        for action in ["membership.grant", "membership.extend", "membership.revoke"] {
+            assert!(actions.contains(&action), "{action} audited");
+        }
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn accounts_can_be_recorded_matched_and_deleted() {
+    for server in servers().await {
+        let api = Api::new(&server);
+        let dana = identity(&server, "dana").await;
+        let app = api
+            .create(
+                "/api/v1/applications",
+                json!({"name": "Legacy", "connector_kind": "csv"}),
+            )
+            .await;
+        let account = api
+            .create(
+                "/api/v1/accounts",
+                json!({"application_id": app["id"], "user_key": "DANA01"}),
+            )
+            .await;
+        assert_eq!(account["identity_id"], Value::Null);
+        let unmatched = api
+            .get(&format!(
+                "/api/v1/accounts?application_id={}&matched=false",
+                app["id"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(unmatched.body["items"].as_array().unwrap().len(), 1);
+        let path = format!("/api/v1/accounts/{}", account["id"].as_str().unwrap());
+        let matched = api.patch(&path, json!({"identity_id": dana}), None).await;
+        assert_eq!(matched.status, StatusCode::OK, "{}", matched.body);
+        assert_eq!(matched.body["identity_id"], dana.as_str());
+        let dup = api
+            .post(
+                "/api/v1/accounts",
+                json!({"application_id": app["id"], "user_key": "dana01"}),
+            )
+            .await;
+        assert_eq!(dup.status, StatusCode::CONFLICT);
+        assert_eq!(api.delete(&path).await.status, StatusCode::NO_CONTENT);
+        assert_eq!(api.get(&path).await.status, StatusCode::NOT_FOUND);
+        server.stop().await;
+    }
+}
