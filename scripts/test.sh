@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Tessera's whole test suite on a fresh Debian machine with the Rust toolchain:
-# installs what is missing (PostgreSQL, Python venv for scim2-tester), starts a throw-away PostgreSQL on loopback, runs
+# installs what is missing (PostgreSQL, Python venvs for scim2-tester and schemathesis), starts a throw-away PostgreSQL on loopback, runs
 # formatting and lint checks and every test (store tests on SQLite and on PostgreSQL), and stops
 # what it started. A PostgreSQL that fails to start fails the run; it is never skipped.
 set -euo pipefail
@@ -55,5 +55,13 @@ step "SCIM conformance (scim2-tester) on PostgreSQL"
 psql "$TEST_PG_URL" -qc "DROP DATABASE IF EXISTS tessera_conformance" \
   -c "CREATE DATABASE tessera_conformance ENCODING 'UTF8' LC_CTYPE 'C.UTF-8' LC_COLLATE 'C.UTF-8' TEMPLATE template0"
 CONFORMANCE_DATABASE_URL="${TEST_PG_URL%/*}/tessera_conformance" scripts/scim-conformance.sh
+
+step "REST API conformance (schemathesis) on SQLite"
+scripts/api-conformance.sh
+
+step "REST API conformance (schemathesis) on PostgreSQL"
+psql "$TEST_PG_URL" -qc "DROP DATABASE IF EXISTS tessera_api_conformance" \
+  -c "CREATE DATABASE tessera_api_conformance ENCODING 'UTF8' LC_CTYPE 'C.UTF-8' LC_COLLATE 'C.UTF-8' TEMPLATE template0"
+CONFORMANCE_DATABASE_URL="${TEST_PG_URL%/*}/tessera_api_conformance" scripts/api-conformance.sh
 
 step "all checks passed"

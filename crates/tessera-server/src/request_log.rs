@@ -270,7 +270,14 @@ fn redact_records(records: Vec<LogRecord>, body_capture_bytes: usize) -> Batch {
             LogRecord::Api(boxed) => {
                 let (event, d) = *boxed;
                 let body = |headers: &HeaderMap, bytes: Option<Bytes>| {
-                    let mut text = bytes.map(|b| body_text(headers, &b));
+                    // PostgreSQL refuses NUL in text; a body may carry one.
+                    let mut text = bytes.map(|b| body_text(headers, &b)).map(|t| {
+                        if t.contains('\0') {
+                            t.replace('\0', "\u{fffd}")
+                        } else {
+                            t
+                        }
+                    });
                     let truncated = truncate(&mut text, body_capture_bytes);
                     (text, truncated)
                 };

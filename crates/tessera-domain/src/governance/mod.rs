@@ -291,6 +291,31 @@ pub fn normalize_tags(tags: &[String]) -> Result<Vec<String>, InvalidInput> {
     Ok(out)
 }
 
+/// An owner or maintainer must name an identity or group by its id.
+pub fn validate_principal(field: &'static str, p: &Principal) -> Result<(), InvalidInput> {
+    if crate::ids::is_valid_id(&p.id) {
+        Ok(())
+    } else {
+        Err(InvalidInput::new(
+            field,
+            format!("{:?} is not a Tessera id", p.id),
+        ))
+    }
+}
+
+/// An item's id in the application's own system: 1-1024 characters, no control characters.
+pub fn validate_external_id(external_id: Option<&str>) -> Result<(), InvalidInput> {
+    match external_id {
+        Some(e) if e.is_empty() || e.chars().count() > 1024 || e.chars().any(char::is_control) => {
+            Err(InvalidInput::new(
+                "external_id",
+                "must be 1-1024 characters without control characters",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 pub fn validate_maintainers(maintainers: &[Principal]) -> Result<(), InvalidInput> {
     if maintainers.len() > MAX_MAINTAINERS {
         return Err(InvalidInput::new(
@@ -299,6 +324,7 @@ pub fn validate_maintainers(maintainers: &[Principal]) -> Result<(), InvalidInpu
         ));
     }
     for (i, m) in maintainers.iter().enumerate() {
+        validate_principal("maintainers", m)?;
         if maintainers[..i].contains(m) {
             return Err(InvalidInput::new(
                 "maintainers",
@@ -321,6 +347,9 @@ pub fn validate_role_overrides(overrides: &SettingOverrides) -> Result<(), Inval
 }
 
 pub fn validate_resource_overrides(overrides: &SettingOverrides) -> Result<(), InvalidInput> {
+    if let Some(o) = &overrides.owner {
+        validate_principal("owner", o)?;
+    }
     if let Some(m) = &overrides.maintainers {
         validate_maintainers(m)?;
     }

@@ -179,9 +179,10 @@ pub async fn update_account(
     AdminCaller(caller): AdminCaller,
     State(state): State<AppState>,
     ApiId(id): ApiId,
-    IfMatch(version): IfMatch,
+    if_match: IfMatch,
     ApiJson(patch): ApiJson<AccountPatch>,
 ) -> Result<Response, ApiError> {
+    let version = if_match.version()?;
     let mut tx = state.db.begin().await?;
     let account = accounts::update(&mut tx, &change_context(&caller), &id, version, |a| {
         if let Some(v) = patch.identity_id {
@@ -216,8 +217,9 @@ pub async fn delete_account(
     AdminCaller(caller): AdminCaller,
     State(state): State<AppState>,
     ApiId(id): ApiId,
-    IfMatch(version): IfMatch,
+    if_match: IfMatch,
 ) -> Result<StatusCode, ApiError> {
+    let version = if_match.version()?;
     let mut tx = state.db.begin().await?;
     accounts::delete(&mut tx, &change_context(&caller), &id, version).await?;
     tx.commit().await?;

@@ -226,9 +226,10 @@ pub async fn update_application(
     AdminCaller(caller): AdminCaller,
     State(state): State<AppState>,
     ApiId(id): ApiId,
-    IfMatch(version): IfMatch,
+    if_match: IfMatch,
     ApiJson(patch): ApiJson<ApplicationPatch>,
 ) -> Result<Response, ApiError> {
+    let version = if_match.version()?;
     if let Some(Some(w)) = &patch.default_workflow_id {
         check_workflow_id(Some(w))?;
     }
@@ -282,8 +283,9 @@ pub async fn delete_application(
     AdminCaller(caller): AdminCaller,
     State(state): State<AppState>,
     ApiId(id): ApiId,
-    IfMatch(version): IfMatch,
+    if_match: IfMatch,
 ) -> Result<StatusCode, ApiError> {
+    let version = if_match.version()?;
     let mut tx = state.db.begin().await?;
     applications::delete(&mut tx, &change_context(&caller), &id, version).await?;
     tx.commit().await?;

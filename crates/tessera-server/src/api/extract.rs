@@ -1,9 +1,10 @@
 //! Extractors whose rejections are problem documents, and the shared shapes of requests and
 //! responses: pages, ETags, `If-Match`.
 
+use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::response::{IntoResponse, Response};
-use axum::{Json, extract::rejection::JsonRejection};
 use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
@@ -13,13 +14,23 @@ use utoipa::ToSchema;
 
 use super::ApiError;
 
-/// `Query` whose rejection is a problem document rather than axum's plain text.
+/// `Query` whose rejection is a problem document rather than axum's plain text. NUL is
+/// refused in every parameter: no value may carry one, and PostgreSQL cannot store it.
 pub struct ApiQuery<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if parts
+            .uri
+            .query()
+            .is_some_and(|q| q.contains("%00") || q.contains('\0'))
+        {
+            return Err(ApiError::bad_request(
+                "query parameters must not contain NUL characters",
+            ));
+        }
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(v)| ApiQuery(v))
@@ -58,48 +69,92 @@ impl<S: Send + Sync> FromRequestParts<S> for ApiId {
 }
 
 /// A JSON body (`application/json` or any `+json` type) whose rejections are problem documents.
+/// Strings carrying NUL are refused wherever they are: no field may hold one.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType(
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|mime| {
+                let mime = mime.trim().to_ascii_lowercase();
+                mime == "application/json"
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType(
                 "the body must be JSON (Content-Type: application/json)".into(),
-            )),
-            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::bad_request(e.body_text())),
-            Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::bad_request(e.body_text())),
-            Err(other) => Err(ApiError::bad_request(other.body_text())),
+            ));
         }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+        if holds_nul(&value) {
+            return Err(ApiError::bad_request(
+                "strings in the body must not contain NUL characters",
+            ));
+        }
+        T::deserialize(value)
+            .map(ApiJson)
+            .map_err(|e| ApiError::bad_request(format!("the body does not fit: {e}")))
     }
 }
 
-/// The version an `If-Match` header asks for; `None` when absent or `*`.
-pub struct IfMatch(pub Option<i64>);
+fn holds_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(holds_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
+}
+
+/// The `If-Match` header. Judged by [`IfMatch::version`], which handlers call after the body
+/// has been read, so a bad body is reported before a stale version.
+pub struct IfMatch(Option<String>);
 
 impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
-    type Rejection = ApiError;
+    type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let Some(value) = parts.headers.get(header::IF_MATCH) else {
-            return Ok(IfMatch(None));
+        Ok(IfMatch(parts.headers.get(header::IF_MATCH).map(|v| {
+            String::from_utf8_lossy(v.as_bytes()).into_owned()
+        })))
+    }
+}
+
+impl IfMatch {
+    /// The version asked for; `None` when there is no header or it is `*`. A malformed header
+    /// is a 400; a well-formed tag this API never issued can match nothing: 412.
+    pub fn version(&self) -> Result<Option<i64>, ApiError> {
+        let Some(value) = self.0.as_deref().map(str::trim) else {
+            return Ok(None);
         };
-        let value = value.to_str().map_err(|_| {
-            ApiError::bad_request("If-Match must be an ETag this API returned, or *")
-        })?;
-        if value.trim() == "*" {
-            return Ok(IfMatch(None));
+        if value == "*" {
+            return Ok(None);
         }
-        match crate::scim::etag_versions(value).as_slice() {
-            [version] => Ok(IfMatch(Some(*version))),
-            // A tag we never issued cannot match the current version.
-            [] => Err(ApiError::PreconditionFailed(
+        let opaque = value.strip_prefix("W/").unwrap_or(value);
+        let quoted = opaque.len() >= 2
+            && opaque.starts_with('"')
+            && opaque.ends_with('"')
+            && !opaque[1..opaque.len() - 1].contains('"');
+        if !quoted {
+            return Err(ApiError::bad_request(
+                "If-Match must be one ETag this API returned (W/\"<version>\"), or *",
+            ));
+        }
+        match opaque[1..opaque.len() - 1].parse::<i64>() {
+            Ok(v) => Ok(Some(v)),
+            Err(_) => Err(ApiError::PreconditionFailed(
                 "If-Match names no version of this resource".into(),
-            )),
-            _ => Err(ApiError::bad_request(
-                "If-Match must carry exactly one ETag",
             )),
         }
     }

@@ -243,9 +243,10 @@ pub async fn extend_membership(
     AdminCaller(caller): AdminCaller,
     State(state): State<AppState>,
     ApiId(id): ApiId,
-    IfMatch(version): IfMatch,
+    if_match: IfMatch,
     ApiJson(body): ApiJson<MembershipExtend>,
 ) -> Result<Response, ApiError> {
+    let version = if_match.version()?;
     let ends_at = parse_time("ends_at", &body.ends_at)?;
     apply(
         &state,
@@ -279,9 +280,10 @@ pub async fn renew_membership(
     AdminCaller(caller): AdminCaller,
     State(state): State<AppState>,
     ApiId(id): ApiId,
-    IfMatch(version): IfMatch,
+    if_match: IfMatch,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let version = if_match.version()?;
     let body: MembershipRenew = optional_json(&body)?;
     apply(&state, &caller, &id, version, Change::Renew, body.reason).await
 }
@@ -297,8 +299,9 @@ pub async fn revoke_membership(
     AdminCaller(caller): AdminCaller,
     State(state): State<AppState>,
     ApiId(id): ApiId,
-    IfMatch(version): IfMatch,
+    if_match: IfMatch,
     ApiQuery(q): ApiQuery<RevokeQuery>,
 ) -> Result<Response, ApiError> {
+    let version = if_match.version()?;
     apply(&state, &caller, &id, version, Change::Revoke, q.reason).await
 }

@@ -241,9 +241,10 @@ pub async fn update_resource(
     AdminCaller(caller): AdminCaller,
     State(state): State<AppState>,
     ApiId(id): ApiId,
-    IfMatch(version): IfMatch,
+    if_match: IfMatch,
     ApiJson(patch): ApiJson<ResourcePatch>,
 ) -> Result<Response, ApiError> {
+    let version = if_match.version()?;
     if let Some(Some(w)) = &patch.workflow_id {
         check_workflow_id(Some(w))?;
     }
@@ -302,8 +303,9 @@ pub async fn delete_resource(
     AdminCaller(caller): AdminCaller,
     State(state): State<AppState>,
     ApiId(id): ApiId,
-    IfMatch(version): IfMatch,
+    if_match: IfMatch,
 ) -> Result<StatusCode, ApiError> {
+    let version = if_match.version()?;
     let mut tx = state.db.begin().await?;
     resources::delete(&mut tx, &change_context(&caller), &id, version).await?;
     tx.commit().await?;

@@ -216,9 +216,10 @@ pub async fn update_role(
     AdminCaller(caller): AdminCaller,
     State(state): State<AppState>,
     ApiId(id): ApiId,
-    IfMatch(version): IfMatch,
+    if_match: IfMatch,
     ApiJson(patch): ApiJson<RolePatch>,
 ) -> Result<Response, ApiError> {
+    let version = if_match.version()?;
     if let Some(Some(w)) = &patch.workflow_id {
         check_workflow_id(Some(w))?;
     }
@@ -272,8 +273,9 @@ pub async fn delete_role(
     AdminCaller(caller): AdminCaller,
     State(state): State<AppState>,
     ApiId(id): ApiId,
-    IfMatch(version): IfMatch,
+    if_match: IfMatch,
 ) -> Result<StatusCode, ApiError> {
+    let version = if_match.version()?;
     let mut tx = state.db.begin().await?;
     roles::delete(&mut tx, &change_context(&caller), &id, version).await?;
     tx.commit().await?;

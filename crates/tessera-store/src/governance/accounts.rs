@@ -69,6 +69,9 @@ async fn check_identity(tx: &mut Tx, identity_id: Option<&str>) -> StoreResult<(
     let Some(id) = identity_id else {
         return Ok(());
     };
+    if !tessera_domain::ids::is_valid_id(id) {
+        return Err(InvalidInput::new("identity_id", format!("{id:?} is not a Tessera id")).into());
+    }
     let found: i64 = with_conn!(tx, |conn| {
         sqlx::query_scalar("SELECT COUNT(*) FROM identities WHERE id = $1 AND status <> 'deleted'")
             .bind(id)

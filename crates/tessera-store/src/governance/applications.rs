@@ -4,7 +4,7 @@ use serde_json::json;
 use tessera_domain::directory::fold;
 use tessera_domain::governance::{
     Application, ApplicationSettings, ConnectorKind, ManagementMode, Principal,
-    validate_description, validate_icon, validate_maintainers, validate_name,
+    validate_description, validate_icon, validate_maintainers, validate_name, validate_principal,
 };
 use tessera_domain::ids::new_id;
 
@@ -77,6 +77,9 @@ fn validate(app: &Application) -> StoreResult<()> {
     validate_description(app.description.as_deref())?;
     validate_icon(app.icon.as_deref())?;
     validate_maintainers(&app.maintainers)?;
+    if let Some(owner) = &app.owner {
+        validate_principal("owner", owner)?;
+    }
     app.settings.durations.validate()?;
     Ok(())
 }

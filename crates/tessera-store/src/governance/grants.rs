@@ -130,6 +130,11 @@ async fn get_in(tx: &mut Tx, id: &str) -> StoreResult<Grant> {
 /// Grants a role to an identity (source `api`), after the membership rules agree.
 pub async fn grant(tx: &mut Tx, ctx: &ChangeContext, req: GrantRequest) -> StoreResult<Grant> {
     validate_reason(req.reason.as_deref())?;
+    for (field, id) in [("role_id", &req.role_id), ("identity_id", &req.identity_id)] {
+        if !tessera_domain::ids::is_valid_id(id) {
+            return Err(InvalidInput::new(field, format!("{id:?} is not a Tessera id")).into());
+        }
+    }
     let role = roles::context_in(tx, &req.role_id)
         .await
         .map_err(|e| match e {

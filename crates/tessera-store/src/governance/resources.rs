@@ -5,7 +5,8 @@ use tessera_domain::directory::{InvalidInput, fold};
 use tessera_domain::governance::settings::{self, EffectiveSettings};
 use tessera_domain::governance::{
     DurationPolicy, MAX_RESOURCE_DEPTH, Resource, SettingOverrides, normalize_tags,
-    validate_description, validate_name, validate_resource_overrides, validate_resource_type,
+    validate_description, validate_external_id, validate_name, validate_resource_overrides,
+    validate_resource_type,
 };
 use tessera_domain::ids::new_id;
 
@@ -92,11 +93,7 @@ fn validate(r: &mut Resource) -> StoreResult<()> {
     validate_name(&r.name)?;
     validate_resource_type(&r.resource_type)?;
     validate_description(r.description.as_deref())?;
-    if let Some(e) = &r.external_id
-        && (e.is_empty() || e.len() > 1024)
-    {
-        return Err(InvalidInput::new("external_id", "must be 1-1024 bytes").into());
-    }
+    validate_external_id(r.external_id.as_deref())?;
     r.tags = normalize_tags(&r.tags)?;
     validate_resource_overrides(&r.overrides)?;
     Ok(())
@@ -148,6 +145,9 @@ pub async fn create(tx: &mut Tx, ctx: &ChangeContext, new: NewResource) -> Store
     };
     validate(&mut resource)?;
     if let Some(parent_id) = &resource.parent_id {
+        if !tessera_domain::ids::is_valid_id(parent_id) {
+            return Err(InvalidInput::new("parent_id", "must be a resource id").into());
+        }
         let chain = chain_in(tx, parent_id).await.map_err(|e| match e {
             StoreError::NotFound { .. } => {
                 InvalidInput::new("parent_id", format!("there is no resource {parent_id}")).into()

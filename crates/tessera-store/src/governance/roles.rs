@@ -5,7 +5,7 @@ use tessera_domain::directory::{InvalidInput, fold};
 use tessera_domain::governance::settings::{self, EffectiveSettings};
 use tessera_domain::governance::{
     Application, DurationPolicy, MAX_PREREQUISITES, Resource, Role, SettingOverrides,
-    validate_description, validate_name, validate_role_overrides,
+    validate_description, validate_external_id, validate_name, validate_role_overrides,
 };
 use tessera_domain::ids::new_id;
 
@@ -79,7 +79,19 @@ fn validate(role: &mut Role) -> StoreResult<()> {
     role.name = role.name.trim().to_owned();
     validate_name(&role.name)?;
     validate_description(role.description.as_deref())?;
+    validate_external_id(role.external_id.as_deref())?;
     validate_role_overrides(&role.overrides)?;
+    if let Some(bad) = role
+        .prerequisite_role_ids
+        .iter()
+        .find(|id| !tessera_domain::ids::is_valid_id(id))
+    {
+        return Err(InvalidInput::new(
+            "prerequisite_role_ids",
+            format!("{bad:?} is not a role id"),
+        )
+        .into());
+    }
     if role.prerequisite_role_ids.len() > MAX_PREREQUISITES {
         return Err(InvalidInput::new(
             "prerequisite_role_ids",
