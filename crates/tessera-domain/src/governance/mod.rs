@@ -386,9 +386,14 @@ mod tests {
     fn maintainers_must_be_distinct() {
         let m = Principal {
             kind: PrincipalKind::Group,
-            id: "g".into(),
+            id: crate::ids::new_id(),
         };
         assert!(validate_maintainers(&[m.clone()]).is_ok());
+        let bad = Principal {
+            kind: PrincipalKind::Group,
+            id: "g".into(),
+        };
+        assert!(validate_maintainers(&[bad]).is_err());
         let err = validate_maintainers(&[m.clone(), m]).unwrap_err();
         assert_eq!(err.field, "maintainers");
     }
@@ -398,7 +403,7 @@ mod tests {
         let o = SettingOverrides {
             owner: Some(Principal {
                 kind: PrincipalKind::Identity,
-                id: "i".into(),
+                id: crate::ids::new_id(),
             }),
             ..Default::default()
         };
