@@ -291,6 +291,7 @@ pub async fn load(db: &Db) -> anyhow::Result<()> {
     )
     .await?;
     tx.commit().await?;
+    crate::demo_governance::load(db, &ids, &group_ids).await?;
     Ok(())
 }
 
@@ -332,6 +333,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<ExitCode> {
              \x20   curl -H 'Authorization: Bearer {token}' {base}/api/v1/whoami\n\
              \x20   curl -H 'Authorization: Bearer {token}' {base}/api/v1/identities\n\
              \x20   curl -H 'Authorization: Bearer {token}' {base}/api/v1/groups\n\
+             \x20   curl -H 'Authorization: Bearer {token}' {base}/api/v1/applications\n\
+             \x20   curl -H 'Authorization: Bearer {token}' '{base}/api/v1/memberships?status=active&limit=5'\n\
+             \x20   curl {base}/api/v1/openapi.json\n\
              \n  SCIM 2.0 (data source \"Demo SCIM\"): point Entra ID or Okta at it, or try curl:\n\
              \x20   SCIM URL:    {base}/scim/v2\n\
              \x20   SCIM token:  {scim_token}\n\

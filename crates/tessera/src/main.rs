@@ -3,6 +3,7 @@
 mod commands;
 mod config;
 mod demo;
+mod demo_governance;
 mod logging;
 mod serve;
 
