@@ -92,7 +92,7 @@ async fn grant_ending_at(db: &Db, ends_at: i64) -> String {
     )
     .await
     .unwrap();
-    let grant = grants::grant(
+    let grant = grants::grant_in(
         &mut tx,
         &ctx,
         GrantRequest {

@@ -148,7 +148,7 @@ impl Loader<'_> {
         reason: &str,
     ) -> anyhow::Result<()> {
         let ends_at = ends_in.map(|s| self.tx.now() + s * 1000);
-        grants::grant(
+        grants::grant_in(
             &mut self.tx,
             &self.ctx,
             GrantRequest {

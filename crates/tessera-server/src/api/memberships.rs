@@ -177,9 +177,7 @@ pub async fn grant_membership(
             .transpose()?,
         reason: body.reason,
     };
-    let mut tx = state.db.begin().await?;
-    let grant = grants::grant(&mut tx, &change_context(&caller), request).await?;
-    tx.commit().await?;
+    let grant = grants::grant(&state.db, &change_context(&caller), request).await?;
     let location = format!("/api/v1/memberships/{}", grant.id);
     Ok(created(
         &location,

@@ -6,7 +6,9 @@
 use serde_json::json;
 use tessera_domain::directory::{IdentityStatus, InvalidInput};
 use tessera_domain::governance::membership::{self, Refusal};
-use tessera_domain::governance::{Grant, GrantSource, GrantStatus, validate_reason};
+use tessera_domain::governance::{
+    Grant, GrantSource, GrantStatus, MAX_RESOURCE_DEPTH, validate_reason,
+};
 use tessera_domain::ids::new_id;
 
 use super::roles;
@@ -127,22 +129,109 @@ async fn get_in(tx: &mut Tx, id: &str) -> StoreResult<Grant> {
         .try_into()
 }
 
-/// Grants a role to an identity (source `api`), after the membership rules agree.
-pub async fn grant(tx: &mut Tx, ctx: &ChangeContext, req: GrantRequest) -> StoreResult<Grant> {
+fn check_ids(req: &GrantRequest) -> StoreResult<()> {
     validate_reason(req.reason.as_deref())?;
     for (field, id) in [("role_id", &req.role_id), ("identity_id", &req.identity_id)] {
         if !tessera_domain::ids::is_valid_id(id) {
             return Err(InvalidInput::new(field, format!("{id:?} is not a Tessera id")).into());
         }
     }
+    Ok(())
+}
+
+fn no_such_role(req: &GrantRequest) -> impl Fn(StoreError) -> StoreError + '_ {
+    move |e| match e {
+        StoreError::NotFound { .. } => {
+            InvalidInput::new("role_id", format!("there is no role {}", req.role_id)).into()
+        }
+        other => other,
+    }
+}
+
+/// The grant row the rules planned, before it is written.
+fn planned(
+    tx: &Tx,
+    ctx: &ChangeContext,
+    role: &roles::RoleContext,
+    req: &GrantRequest,
+    period: membership::GrantPeriod,
+) -> Grant {
+    Grant {
+        id: new_id(),
+        role_id: req.role_id.clone(),
+        application_id: role.application.id.clone(),
+        identity_id: Some(req.identity_id.clone()),
+        account_id: None,
+        source: GrantSource::Api,
+        status: period.status,
+        starts_at: period.starts_at,
+        ends_at: period.ends_at,
+        granted_by: Some(actor_ref(ctx)),
+        reason: req.reason.clone(),
+        ended_at: None,
+        ended_by: None,
+        end_reason: None,
+        version: 1,
+        created_at: tx.now(),
+        updated_at: tx.now(),
+    }
+}
+
+/// Grants a role to an identity (source `api`), after the membership rules agree, in its own
+/// transaction.
+///
+/// Fast path: the role's settings are read before the write transaction (off the writer on
+/// SQLite), and the transaction only runs one guarded `INSERT`, which holds if the identity is
+/// still active, every prerequisite is still held, and the role and application are at the
+/// versions that were read. If any guard fails, the transaction re-reads everything and decides
+/// exactly ([`grant_in`]), so a refusal always names its reason.
+pub async fn grant(db: &Db, ctx: &ChangeContext, req: GrantRequest) -> StoreResult<Grant> {
+    check_ids(&req)?;
+    let role = roles::context(db, &req.role_id)
+        .await
+        .map_err(no_such_role(&req))?;
+    let durations = role.effective_settings().durations.value;
+    // The identity's status is checked by the guard; `Active` here only lets the period be
+    // planned (a refusal for an inactive identity comes from the exact path).
+    let period = membership::plan_grant(
+        db.now_ms(),
+        IdentityStatus::Active,
+        &role.application,
+        &durations,
+        Vec::new(),
+        req.starts_at,
+        req.ends_at,
+    )
+    .map_err(StoreError::Refused)?;
+    let mut tx = db.begin().await?;
+    let mut grant = planned(&tx, ctx, &role, &req, period);
+    // A scheduled grant planned against the clock read before the turn stays valid: the turn
+    // can only be later.
+    if grant.status == GrantStatus::Scheduled && grant.starts_at <= tx.now() {
+        grant.status = GrantStatus::Active;
+    }
+    let inserted = guarded_insert(&mut tx, &grant, &role)
+        .await
+        .map_err(duplicate_membership)?;
+    let grant = match inserted {
+        Some(account_id) => {
+            grant.account_id = account_id;
+            audit_grant(&mut tx, ctx, &grant).await?;
+            grant
+        }
+        None => grant_in(&mut tx, ctx, req).await?,
+    };
+    tx.commit().await?;
+    Ok(grant)
+}
+
+/// Grants a role to an identity (source `api`) inside the caller's transaction, reading
+/// everything the rules need in it.
+pub async fn grant_in(tx: &mut Tx, ctx: &ChangeContext, req: GrantRequest) -> StoreResult<Grant> {
+    check_ids(&req)?;
     let role = roles::context_in(tx, &req.role_id)
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound { .. } => {
-                InvalidInput::new("role_id", format!("there is no role {}", req.role_id)).into()
-            }
-            other => other,
-        })?;
+        .map_err(no_such_role(&req))?;
     let identity = identity_status(tx, &req.identity_id).await?;
     let missing = missing_prerequisites(tx, &req.role_id, &req.identity_id).await?;
     let durations = role.effective_settings().durations.value;
@@ -156,50 +245,104 @@ pub async fn grant(tx: &mut Tx, ctx: &ChangeContext, req: GrantRequest) -> Store
         req.ends_at,
     )
     .map_err(StoreError::Refused)?;
-    let account_id: Option<String> = with_conn!(tx, |conn| {
+    let mut grant = planned(tx, ctx, &role, &req, period);
+    grant.account_id = with_conn!(tx, |conn| {
         sqlx::query_scalar(
             "SELECT id FROM accounts WHERE application_id = $1 AND identity_id = $2 \
              ORDER BY id LIMIT 1",
         )
-        .bind(&role.application.id)
+        .bind(&grant.application_id)
         .bind(&req.identity_id)
         .fetch_optional(&mut *conn)
         .await?
     });
-    let grant = Grant {
-        id: new_id(),
-        role_id: req.role_id,
-        application_id: role.application.id,
-        identity_id: Some(req.identity_id),
-        account_id,
-        source: GrantSource::Api,
-        status: period.status,
-        starts_at: period.starts_at,
-        ends_at: period.ends_at,
-        granted_by: Some(actor_ref(ctx)),
-        reason: req.reason,
-        ended_at: None,
-        ended_by: None,
-        end_reason: None,
-        version: 1,
-        created_at: tx.now(),
-        updated_at: tx.now(),
-    };
-    insert(tx, &grant).await.map_err(|e| match e {
+    insert(tx, &grant).await.map_err(duplicate_membership)?;
+    audit_grant(tx, ctx, &grant).await?;
+    Ok(grant)
+}
+
+fn duplicate_membership(e: StoreError) -> StoreError {
+    match e {
         StoreError::Conflict(_) => StoreError::Conflict(
             "the identity already holds this role through a live membership granted here; \
              extend or renew it instead"
                 .into(),
         ),
         other => other,
-    })?;
+    }
+}
+
+async fn audit_grant(tx: &mut Tx, ctx: &ChangeContext, grant: &Grant) -> StoreResult<()> {
     audit::record(
         tx,
         ctx.event("membership.grant", "membership", Some(&grant.id))
             .with_details(json!({ "after": grant, "reason": grant.reason })),
     )
     .await?;
-    Ok(grant)
+    Ok(())
+}
+
+/// Inserts an identity's grant only if the identity is active, it holds every prerequisite of
+/// the role, and the role, its application and its resources are still at the versions the
+/// plan was made from (versions only grow, so an unchanged sum over the resource chain means
+/// none of them changed). Returns `None` when a guard failed (nothing written), else the
+/// account the grant was linked to.
+async fn guarded_insert(
+    tx: &mut Tx,
+    g: &Grant,
+    role: &roles::RoleContext,
+) -> StoreResult<Option<Option<String>>> {
+    let mut chain_ids: Vec<&str> = role.chain.iter().map(|r| r.id.as_str()).collect();
+    if chain_ids.len() > MAX_RESOURCE_DEPTH {
+        return Ok(None);
+    }
+    chain_ids.resize(MAX_RESOURCE_DEPTH, "");
+    let chain_versions: i64 = role.chain.iter().map(|r| r.version).sum();
+    let inserted = with_conn!(tx, |conn| {
+        let mut q = sqlx::query_as::<_, (Option<String>,)>(
+            "INSERT INTO grants (id, role_id, application_id, identity_id, account_id, source, \
+             status, starts_at, ends_at, granted_by, reason, version, created_at, updated_at) \
+             SELECT $1, $2, $3, $4, \
+               (SELECT a.id FROM accounts a WHERE a.application_id = $3 AND a.identity_id = $4 \
+                ORDER BY a.id LIMIT 1), \
+               $5, $6, $7, $8, $9, $10, $11, $12, $13 \
+             WHERE EXISTS (SELECT 1 FROM identities WHERE id = $4 AND status = 'active') \
+             AND EXISTS (SELECT 1 FROM roles WHERE id = $2 AND version = $14) \
+             AND EXISTS (SELECT 1 FROM applications WHERE id = $3 AND version = $15) \
+             AND (SELECT COALESCE(SUM(version), 0) FROM resources \
+                  WHERE id IN ($16, $17, $18, $19, $20, $21, $22, $23)) = $24 \
+             AND NOT EXISTS (SELECT 1 FROM role_prerequisites p WHERE p.role_id = $2 \
+               AND NOT EXISTS (SELECT 1 FROM grants h WHERE h.role_id = p.prerequisite_role_id \
+                 AND h.identity_id = $4 AND h.status = 'active')) \
+             RETURNING account_id",
+        )
+        .bind(&g.id)
+        .bind(&g.role_id)
+        .bind(&g.application_id)
+        .bind(&g.identity_id)
+        .bind(g.source.as_str())
+        .bind(g.status.as_str())
+        .bind(g.starts_at)
+        .bind(g.ends_at)
+        .bind(&g.granted_by)
+        .bind(&g.reason)
+        .bind(g.version)
+        .bind(g.created_at)
+        .bind(g.updated_at)
+        .bind(role.role.version)
+        .bind(role.application.version);
+        for id in &chain_ids {
+            q = q.bind(*id);
+        }
+        q.bind(chain_versions).fetch_optional(&mut *conn).await
+    });
+    match inserted {
+        Ok(row) => Ok(row.map(|(account,)| account)),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(
+            "a live grant of this role to this holder already exists".into(),
+        )),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Writes a new grant row; a live duplicate (same role, holder and source) is a conflict.

@@ -123,7 +123,7 @@ async fn grants_end_and_start_on_time_also_after_a_restart() {
         clock.set(start);
         let (role_id, identity_id) = fixture(&t.db).await;
         let mut tx = t.db.begin().await.unwrap();
-        let now_grant = grants::grant(
+        let now_grant = grants::grant_in(
             &mut tx,
             &ctx(),
             GrantRequest {
@@ -142,7 +142,7 @@ async fn grants_end_and_start_on_time_also_after_a_restart() {
         // first is live, so schedule it through another role.
         let resource_id = roles::get(&t.db, &role_id).await.unwrap().resource_id;
         let later_role = new_role(&mut tx, &resource_id, "writer", vec![]).await;
-        let later = grants::grant(
+        let later = grants::grant_in(
             &mut tx,
             &ctx(),
             GrantRequest {
@@ -263,7 +263,7 @@ async fn deletes_are_refused_while_access_is_live_and_cascade_once_it_ended() {
         let (role_id, identity_id) = fixture(&t.db).await;
         let role = roles::get(&t.db, &role_id).await.unwrap();
         let mut tx = t.db.begin().await.unwrap();
-        let grant = grants::grant(
+        let grant = grants::grant_in(
             &mut tx,
             &ctx(),
             GrantRequest {
