@@ -122,6 +122,9 @@ pub struct Db {
     sqlite_writer: Option<Arc<SqliteWriter>>,
     /// Short hot-path reads on SQLite, without sqlx's thread hand-offs.
     sqlite_readers: Option<Arc<SqliteReaders>>,
+    /// Roles with their application and resources, as last read for granting (see
+    /// `governance::grants::grant`, which re-checks their versions when it writes).
+    role_cache: Arc<crate::governance::role_cache::RoleCache>,
     /// Copies the WAL back into the database file in the background, on SQLite.
     _checkpointer: Option<Arc<Checkpointer>>,
 }
@@ -252,6 +255,7 @@ impl Db {
             sqlite_path,
             sqlite_writer,
             sqlite_readers,
+            role_cache: Arc::default(),
             _checkpointer: checkpointer,
         })
     }
@@ -304,6 +308,10 @@ impl Db {
     }
 
     /// The direct read path, on SQLite.
+    pub(crate) fn role_cache(&self) -> &crate::governance::role_cache::RoleCache {
+        &self.role_cache
+    }
+
     pub(crate) fn sqlite_readers(&self) -> Option<&Arc<SqliteReaders>> {
         self.sqlite_readers.as_ref()
     }

@@ -3,6 +3,8 @@
 //! The rules live in `tessera_domain::governance::membership`; here they are fed what the
 //! transaction reads, and their decisions are written with an audit entry each.
 
+use std::sync::Arc;
+
 use serde_json::json;
 use tessera_domain::directory::{IdentityStatus, InvalidInput};
 use tessera_domain::governance::membership::{self, Refusal};
@@ -181,19 +183,28 @@ fn planned(
 /// transaction.
 ///
 /// Fast path: the role's settings are read before the write transaction (off the writer on
-/// SQLite), and the transaction only runs one guarded `INSERT`, which holds if the identity is
+/// SQLite, and kept in the store's role cache for the next grant), and the transaction only runs one guarded `INSERT`, which holds if the identity is
 /// still active, every prerequisite is still held, and the role and application are at the
 /// versions that were read. If any guard fails, the transaction re-reads everything and decides
 /// exactly ([`grant_in`]), so a refusal always names its reason.
 pub async fn grant(db: &Db, ctx: &ChangeContext, req: GrantRequest) -> StoreResult<Grant> {
     check_ids(&req)?;
-    let role = roles::context(db, &req.role_id)
-        .await
-        .map_err(no_such_role(&req))?;
+    let role = match db.role_cache().get(&req.role_id) {
+        Some(cached) => cached,
+        None => {
+            let read = Arc::new(
+                roles::context(db, &req.role_id)
+                    .await
+                    .map_err(no_such_role(&req))?,
+            );
+            db.role_cache().put(read.clone());
+            read
+        }
+    };
     let durations = role.effective_settings().durations.value;
-    // The identity's status is checked by the guard; `Active` here only lets the period be
-    // planned (a refusal for an inactive identity comes from the exact path).
-    let period = membership::plan_grant(
+    // The identity's status and prerequisites are checked by the guard; here the period is
+    // planned. A refusal may come from stale settings, so it is decided again exactly.
+    let planned_period = membership::plan_grant(
         db.now_ms(),
         IdentityStatus::Active,
         &role.application,
@@ -201,25 +212,36 @@ pub async fn grant(db: &Db, ctx: &ChangeContext, req: GrantRequest) -> StoreResu
         Vec::new(),
         req.starts_at,
         req.ends_at,
-    )
-    .map_err(StoreError::Refused)?;
+    );
     let mut tx = db.begin().await?;
-    let mut grant = planned(&tx, ctx, &role, &req, period);
-    // A scheduled grant planned against the clock read before the turn stays valid: the turn
-    // can only be later.
-    if grant.status == GrantStatus::Scheduled && grant.starts_at <= tx.now() {
-        grant.status = GrantStatus::Active;
-    }
-    let inserted = guarded_insert(&mut tx, &grant, &role)
-        .await
-        .map_err(duplicate_membership)?;
-    let grant = match inserted {
-        Some(account_id) => {
-            grant.account_id = account_id;
+    let fast = match planned_period {
+        Ok(period) => {
+            let mut grant = planned(&tx, ctx, &role, &req, period);
+            // The turn came after the plan: a start that has passed meanwhile has begun.
+            if grant.status == GrantStatus::Scheduled && grant.starts_at <= tx.now() {
+                grant.status = GrantStatus::Active;
+            }
+            guarded_insert(&mut tx, &grant, &role)
+                .await
+                .map_err(duplicate_membership)?
+                .map(|account_id| Grant {
+                    account_id,
+                    ..grant
+                })
+        }
+        Err(_) => None,
+    };
+    let grant = match fast {
+        Some(grant) => {
             audit_grant(&mut tx, ctx, &grant).await?;
             grant
         }
-        None => grant_in(&mut tx, ctx, req).await?,
+        None => {
+            // Something changed since the role was read, or the rules refuse: decide again
+            // from what the transaction sees, which also names the reason.
+            db.role_cache().remove(&req.role_id);
+            grant_in(&mut tx, ctx, req).await?
+        }
     };
     tx.commit().await?;
     Ok(grant)

@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod applications;
 pub mod grants;
 pub mod resources;
+pub(crate) mod role_cache;
 pub mod roles;
 
 use serde::Serialize;

@@ -316,3 +316,93 @@ async fn deletes_are_refused_while_access_is_live_and_cascade_once_it_ended() {
         );
     }
 }
+
+async fn another_identity(db: &Db, user_name: &str) -> String {
+    let source = directory::find_data_source_by_name(db, "people")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut tx = db.begin().await.unwrap();
+    let identity = directory::create_identity(
+        &mut tx,
+        &ctx(),
+        &source.id,
+        IdentityKind::Person,
+        IdentityAttributes {
+            user_name: user_name.into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    identity.id
+}
+
+/// The grant fast path plans from role settings it read earlier (and caches); a settings
+/// change in between must neither let a grant through that the new settings refuse, nor
+/// refuse one they allow.
+#[tokio::test]
+async fn grants_follow_settings_changed_after_the_role_was_read() {
+    for t in TestDb::all().await {
+        let db = &t.db;
+        let (role_id, first) = fixture(db).await;
+        let request = |identity_id: &str, days: i64| GrantRequest {
+            role_id: role_id.clone(),
+            identity_id: identity_id.to_owned(),
+            starts_at: None,
+            ends_at: Some(db.now_ms() + days * 24 * HOUR),
+            reason: None,
+        };
+        // Reads and caches the role (maximum one day).
+        grants::grant(db, &ctx(), request(&first, 1)).await.unwrap();
+
+        // Widen to 30 days: a 10-day grant is now allowed.
+        let set_max = |days: i64| {
+            move |r: &mut tessera_domain::governance::Role| {
+                r.overrides.durations = Some(DurationPolicy {
+                    max_seconds: Some(days * 24 * 3600),
+                    default_seconds: None,
+                });
+                Ok(())
+            }
+        };
+        let mut tx = db.begin().await.unwrap();
+        roles::update(&mut tx, &ctx(), &role_id, None, set_max(30))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let second = another_identity(db, "second").await;
+        let g = grants::grant(db, &ctx(), request(&second, 10))
+            .await
+            .unwrap();
+        assert_eq!(g.status, GrantStatus::Active);
+
+        // Narrow to 2 days: a 10-day grant is refused, though the cache said 30.
+        let mut tx = db.begin().await.unwrap();
+        roles::update(&mut tx, &ctx(), &role_id, None, set_max(2))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let third = another_identity(db, "third").await;
+        let err = grants::grant(db, &ctx(), request(&third, 10))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Refused(r) if r.code() == "duration-not-allowed"),
+            "{err:?}"
+        );
+        let listed = grants::list(
+            db,
+            &grants::GrantFilter {
+                identity_id: Some(third.clone()),
+                ..Default::default()
+            },
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+        assert!(listed.is_empty(), "a refused grant writes nothing");
+    }
+}
