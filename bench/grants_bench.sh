@@ -8,7 +8,8 @@
 #   DATABASE_URL=postgres://... bench/grants_bench.sh [DURATION_S]    # PostgreSQL
 #
 # Default configuration (request log on, with bodies). Tessera runs pinned to core 0, wrk to
-# core 1. Env: CONNS ["8 64"], N_IDENTITIES [4000], N_ROLES [100].
+# core 1. Env: CONNS ["8 64"], N_IDENTITIES [4000], N_ROLES [100], REQUEST_LOG [true]
+# (false: the request log off, to see its cost).
 # Needs: wrk, curl, python3, taskset (and psql with DATABASE_URL).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,7 @@ DURATION=${1:-15}
 CONNS=${CONNS:-"8 64"}
 N_IDENTITIES=${N_IDENTITIES:-4000}
 N_ROLES=${N_ROLES:-100}
+REQUEST_LOG=${REQUEST_LOG:-true}
 TOKEN="bench-admin-token-0123456789abcdefghijklmnop"
 
 command -v wrk >/dev/null || { echo "grants_bench: wrk is not installed (apt-get install wrk)" >&2; exit 1; }
@@ -25,6 +27,7 @@ bin=target/release/tessera
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 echo "tessera grants_bench: ${DURATION}s per run, $N_ROLES roles x $N_IDENTITIES identities, $(nproc) cores, $(date -u +%F)"
+echo "request log: $REQUEST_LOG"
 echo "database: ${DATABASE_URL:+postgres}${DATABASE_URL:-sqlite (temporary data dir)}" | sed 's#postgres://[^ ]*##'
 printf '%-6s %10s %10s %10s %8s\n' conns grants/s p50 p99 errors
 for conns in $CONNS; do
@@ -34,7 +37,7 @@ for conns in $CONNS; do
   export TESSERA_DATABASE_URL="${DATABASE_URL:-}"
   "$bin" migrate --data-dir "$dir" >/dev/null
   scim_token=$("$bin" scim-token create --data-dir "$dir" --data-source bench | tail -n 1)
-  TESSERA_BOOTSTRAP_TOKEN=$TOKEN TESSERA_LOG__LEVEL=warn \
+  TESSERA_BOOTSTRAP_TOKEN=$TOKEN TESSERA_LOG__LEVEL=warn TESSERA_REQUEST_LOG__ENABLED=$REQUEST_LOG \
     taskset -c 0 "$bin" serve --listen "127.0.0.1:$port" --data-dir "$dir" >"$dir/out.log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
