@@ -36,6 +36,7 @@ async fn grant_ending_at(db: &Db, ends_at: i64) -> String {
             maintainers: vec![],
             default_workflow_id: None,
             settings: ApplicationSettings::default(),
+            member_format: Default::default(),
         },
     )
     .await

@@ -9,6 +9,8 @@ use crate::surface::Surface;
 pub struct ServerConfig {
     /// Largest request body accepted on any route, in bytes (larger: 413).
     pub max_body_bytes: usize,
+    /// Largest body of an upload (`PUT` of a member or user list), in bytes.
+    pub max_upload_bytes: usize,
     /// The URL clients reach Tessera at (`https://tessera.example.com`, no trailing slash),
     /// for the links Tessera puts in responses (SCIM `meta.location`, `$ref`). Unset: taken
     /// from each request's `Host` and `X-Forwarded-Proto`, which the client controls.
@@ -21,8 +23,24 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_body_bytes: 1024 * 1024,
+            max_upload_bytes: 64 * 1024 * 1024,
             public_url: None,
             request_log: RequestLogConfig::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The largest body this request may carry: uploads of member and user lists may be larger
+    /// than other bodies.
+    pub fn body_limit(&self, method: &http::Method, path: &str) -> usize {
+        let upload = method == http::Method::PUT
+            && path.starts_with("/api/v1/")
+            && (path.ends_with("/members") || path.ends_with("/users"));
+        if upload {
+            self.max_upload_bytes
+        } else {
+            self.max_body_bytes
         }
     }
 }
@@ -126,6 +144,9 @@ impl ServerConfig {
         }
         if self.max_body_bytes < 1024 {
             return Err("max_body_bytes: must be at least 1024".into());
+        }
+        if self.max_upload_bytes < self.max_body_bytes {
+            return Err("max_upload_bytes: must be at least max_body_bytes".into());
         }
         if self.request_log.retention_days < 1 {
             return Err("request_log.retention_days: must be at least 1".into());

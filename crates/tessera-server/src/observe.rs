@@ -84,17 +84,20 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     let mut response = 'handled: {
         // Refuse a declared oversized body before reading any of it, in the surface's format
         // (a body without Content-Length is cut off by the limit while it is read).
+        let limit = state
+            .config
+            .body_limit(request.method(), request.uri().path());
         let declared = request
             .headers()
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > state.config.max_body_bytes as u64) {
-            break 'handled too_large(surface, state.config.max_body_bytes, &request_id);
+        if declared.is_some_and(|n| n > limit as u64) {
+            break 'handled too_large(surface, limit, &request_id);
         }
         let request = if capture_bodies {
             let (parts, body) = request.into_parts();
-            match axum::body::to_bytes(body, state.config.max_body_bytes).await {
+            match axum::body::to_bytes(body, limit).await {
                 Ok(bytes) => {
                     request_body = (!bytes.is_empty()).then(|| bytes.clone());
                     Request::from_parts(parts, Body::from(bytes))
@@ -103,7 +106,7 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
                     let over_limit = std::error::Error::source(&e)
                         .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
                     break 'handled if over_limit {
-                        too_large(surface, state.config.max_body_bytes, &request_id)
+                        too_large(surface, limit, &request_id)
                     } else {
                         surface.error(
                             StatusCode::BAD_REQUEST,

@@ -26,6 +26,8 @@ pub struct Config {
     pub bootstrap_token: Option<String>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Largest body of a member or user list upload, in bytes.
+    pub max_upload_bytes: usize,
     /// The URL clients reach Tessera at, for links in responses.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_url: Option<String>,
@@ -68,6 +70,7 @@ impl Default for Config {
             database_url: None,
             bootstrap_token: None,
             max_body_bytes: server.max_body_bytes,
+            max_upload_bytes: server.max_upload_bytes,
             public_url: None,
             log: LogConfig::default(),
             request_log: server.request_log,
@@ -149,6 +152,7 @@ impl Config {
     pub fn server_config(&self) -> ServerConfig {
         ServerConfig {
             max_body_bytes: self.max_body_bytes,
+            max_upload_bytes: self.max_upload_bytes,
             // Validated in `validate`; an invalid value never reaches a server.
             public_url: self
                 .public_url

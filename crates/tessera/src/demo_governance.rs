@@ -71,6 +71,7 @@ impl Loader<'_> {
                 maintainers,
                 default_workflow_id: None,
                 settings,
+                member_format: Default::default(),
             },
         )
         .await?;

@@ -132,6 +132,8 @@ pub struct Application {
     pub maintainers: Vec<Principal>,
     pub default_workflow_id: Option<String>,
     pub settings: ApplicationSettings,
+    /// CSV applications: how the member file is laid out.
+    pub member_format: member_upload::MemberFormat,
     pub version: i64,
     pub created_at: i64,
     pub updated_at: i64,

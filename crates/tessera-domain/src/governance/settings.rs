@@ -200,6 +200,7 @@ pub(crate) mod tests {
             maintainers: vec![],
             default_workflow_id: Some("wf-app".into()),
             settings,
+            member_format: Default::default(),
             version: 1,
             created_at: 0,
             updated_at: 0,

@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::response::Response;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
+use tessera_domain::governance::member_upload::MemberFormat;
 use tessera_domain::governance::{
     Application, ApplicationSettings, ConnectorKind, DurationPolicy, ManagementMode, Principal,
 };
@@ -28,6 +29,8 @@ pub struct ApplicationView {
     maintainers: Vec<Principal>,
     default_workflow_id: Option<String>,
     settings: ApplicationSettings,
+    /// CSV applications: the member file's columns and how user keys match identities.
+    member_format: MemberFormat,
     version: i64,
     #[schema(format = DateTime)]
     created_at: String,
@@ -48,6 +51,7 @@ impl From<Application> for ApplicationView {
             maintainers: a.maintainers,
             default_workflow_id: a.default_workflow_id,
             settings: a.settings,
+            member_format: a.member_format,
             version: a.version,
             created_at: rfc3339(a.created_at),
             updated_at: rfc3339(a.updated_at),
@@ -106,6 +110,9 @@ pub struct ApplicationCreate {
     /// Settings to change from the defaults.
     #[serde(default)]
     settings: SettingsPatch,
+    /// CSV applications: the member file's layout (defaults: `user`, `role`, `end_date`,
+    /// matched by user name).
+    member_format: Option<MemberFormat>,
 }
 
 /// A JSON merge patch (RFC 7396): absent fields keep their value, `null` clears.
@@ -129,6 +136,7 @@ pub struct ApplicationPatch {
     #[schema(value_type = Option<String>)]
     default_workflow_id: Option<Option<String>>,
     settings: Option<SettingsPatch>,
+    member_format: Option<MemberFormat>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -189,6 +197,7 @@ pub async fn create_application(
         maintainers: body.maintainers,
         default_workflow_id: body.default_workflow_id,
         settings,
+        member_format: body.member_format.unwrap_or_default(),
     };
     let mut tx = state.db.begin().await?;
     let app = applications::create(&mut tx, &change_context(&caller), new).await?;
@@ -261,6 +270,9 @@ pub async fn update_application(
         }
         if let Some(s) = patch.settings {
             s.apply(&mut a.settings);
+        }
+        if let Some(f) = patch.member_format {
+            a.member_format = f;
         }
         Ok(())
     })

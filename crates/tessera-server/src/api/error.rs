@@ -24,6 +24,9 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Conflict(String),
+    /// An upload with invalid rows: every error (up to 1000) and their count.
+    #[error("{count} rows are invalid")]
+    InvalidRows { count: usize, errors: Value },
     /// The `If-Match` version is not the current one.
     #[error("{0}")]
     PreconditionFailed(String),
@@ -77,6 +80,19 @@ pub fn problem(
     request_id: Option<&str>,
     errors: Option<Value>,
 ) -> Response {
+    problem_response(
+        status,
+        problem_body(status, kind, detail, request_id, errors),
+    )
+}
+
+fn problem_body(
+    status: StatusCode,
+    kind: &str,
+    detail: &str,
+    request_id: Option<&str>,
+    errors: Option<Value>,
+) -> Value {
     let mut body = json!({
         "type": format!("urn:tessera:problem:{kind}"),
         "title": status.canonical_reason().unwrap_or("Error"),
@@ -89,6 +105,10 @@ pub fn problem(
     if let Some(errors) = errors {
         body["errors"] = errors;
     }
+    body
+}
+
+fn problem_response(status: StatusCode, body: Value) -> Response {
     let mut response = (status, Json(body)).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -123,6 +143,19 @@ impl IntoResponse for ApiError {
                 problem(StatusCode::BAD_REQUEST, "bad-request", &detail, rid, errors)
             }
             ApiError::Conflict(d) => problem(StatusCode::CONFLICT, "conflict", &d, rid, None),
+            ApiError::InvalidRows { count, errors } => {
+                let detail =
+                    format!("{count} row(s) of the upload are invalid; nothing was applied");
+                let mut body = problem_body(
+                    StatusCode::BAD_REQUEST,
+                    "invalid-rows",
+                    &detail,
+                    rid,
+                    Some(errors),
+                );
+                body["error_count"] = json!(count);
+                problem_response(StatusCode::BAD_REQUEST, body)
+            }
             ApiError::PreconditionFailed(d) => problem(
                 StatusCode::PRECONDITION_FAILED,
                 "precondition-failed",

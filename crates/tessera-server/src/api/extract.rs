@@ -76,18 +76,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|mime| {
-                let mime = mime.trim().to_ascii_lowercase();
-                mime == "application/json"
-                    || (mime.starts_with("application/") && mime.ends_with("+json"))
-            })
-            .unwrap_or(false);
-        if !is_json {
+        if !media_type(req.headers()).is_some_and(|m| is_json(&m)) {
             return Err(ApiError::UnsupportedMediaType(
                 "the body must be JSON (Content-Type: application/json)".into(),
             ));
@@ -95,17 +84,34 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|e| ApiError::bad_request(e.body_text()))?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
-        if holds_nul(&value) {
-            return Err(ApiError::bad_request(
-                "strings in the body must not contain NUL characters",
-            ));
-        }
-        T::deserialize(value)
-            .map(ApiJson)
-            .map_err(|e| ApiError::bad_request(format!("the body does not fit: {e}")))
+        json_body(&bytes).map(ApiJson)
     }
+}
+
+/// Parses a JSON body, refusing NUL in any string.
+pub fn json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    if holds_nul(&value) {
+        return Err(ApiError::bad_request(
+            "strings in the body must not contain NUL characters",
+        ));
+    }
+    T::deserialize(value).map_err(|e| ApiError::bad_request(format!("the body does not fit: {e}")))
+}
+
+/// The media type of a request body, lower-cased, without parameters.
+pub fn media_type(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase())
+}
+
+pub fn is_json(media_type: &str) -> bool {
+    media_type == "application/json"
+        || (media_type.starts_with("application/") && media_type.ends_with("+json"))
 }
 
 fn holds_nul(value: &serde_json::Value) -> bool {

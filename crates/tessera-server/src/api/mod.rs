@@ -14,6 +14,7 @@ mod memberships;
 pub mod openapi;
 mod resources;
 mod roles;
+mod uploads;
 
 use std::sync::OnceLock;
 
@@ -83,6 +84,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(memberships::extend_membership))
         .routes(routes!(memberships::renew_membership))
+        .routes(routes!(uploads::upload_members))
 }
 
 pub fn routes() -> Router<AppState> {

@@ -22,13 +22,19 @@ pub struct Problem {
     detail: String,
     /// The request's id, also in the `X-Request-Id` header and the request log.
     request_id: Option<String>,
-    /// Per-field reasons, when the request body or query was invalid.
+    /// Per-field (or, for uploads, per-row) reasons, when the request was invalid.
     errors: Option<Vec<FieldError>>,
+    /// Uploads: how many rows were invalid (`errors` lists at most the first 1000).
+    error_count: Option<u64>,
 }
 
+/// One reason a request was refused: a field of the body or query, or a row of an upload
+/// (`line`, and `column` when one cell is at fault).
 #[derive(Serialize, ToSchema)]
 pub struct FieldError {
-    field: String,
+    field: Option<String>,
+    line: Option<u64>,
+    column: Option<String>,
     reason: String,
 }
 

@@ -199,6 +199,7 @@ async fn the_openapi_document_is_3_1_and_every_operation_is_served() {
         include_str!("../../src/api/roles.rs"),
         include_str!("../../src/api/accounts.rs"),
         include_str!("../../src/api/memberships.rs"),
+        include_str!("../../src/api/uploads.rs"),
     ];
     let annotated: usize = sources
         .iter()
@@ -655,5 +656,180 @@ async fn nul_characters_in_queries_and_bodies_are_bad_requests() {
                 .unwrap();
             assert!(detail.is_some(), "details kept for {}", event.path);
         }
+    }
+}
+
+async fn upload(api: &Api<'_>, app_id: &str, csv: &str, dry_run: bool) -> Reply {
+    let r = api
+        .http
+        .put(api.server.url(&format!(
+            "/api/v1/applications/{app_id}/members?dry_run={dry_run}"
+        )))
+        .bearer_auth(&api.server.admin_token)
+        .header("content-type", "text/csv; charset=utf-8")
+        .body(csv.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let headers = r.headers().clone();
+    Reply {
+        status,
+        headers,
+        body: r.json().await.unwrap_or(Value::Null),
+    }
+}
+
+#[tokio::test]
+async fn csv_member_uploads_record_access_report_drift_and_are_idempotent() {
+    for server in servers().await {
+        let api = Api::new(&server);
+        let alice = identity(&server, "alice").await;
+        identity(&server, "bob").await;
+        let app = api
+            .create(
+                "/api/v1/applications",
+                json!({"name": "Payroll", "connector_kind": "csv"}),
+            )
+            .await;
+        let app_id = app["id"].as_str().unwrap().to_owned();
+        let res = api
+            .create(
+                &format!("/api/v1/applications/{app_id}/resources"),
+                json!({"name": "Payroll", "resource_type": "app"}),
+            )
+            .await;
+        let roles_path = format!("/api/v1/resources/{}/roles", res["id"].as_str().unwrap());
+        let viewer = api.create(&roles_path, json!({"name": "viewer"})).await;
+        api.create(&roles_path, json!({"name": "approver"})).await;
+        // Tessera granted alice the viewer role.
+        let granted = api
+            .post(
+                "/api/v1/memberships",
+                json!({"role_id": viewer["id"], "identity_id": alice}),
+            )
+            .await;
+        assert_eq!(granted.status, StatusCode::CREATED);
+
+        let file = "\u{feff}user,role,end_date\r\nALICE,viewer,\r\nbob,approver,2031-01-01\r\n\"ghost, the\",viewer,\r\n";
+        let dry = upload(&api, &app_id, file, true).await;
+        assert_eq!(dry.status, StatusCode::OK, "{}", dry.body);
+        assert_eq!(dry.body["dry_run"], true);
+        assert_eq!(dry.body["counts"]["accounts_added"], 3);
+        assert_eq!(dry.body["counts"]["grants_added"], 2);
+        assert_eq!(dry.body["counts"]["unauthorised"], 2);
+        assert_eq!(dry.body["counts"]["missing"], 0);
+        let accounts = api
+            .get(&format!("/api/v1/accounts?application_id={app_id}"))
+            .await;
+        assert_eq!(
+            accounts.body["items"],
+            json!([]),
+            "a dry run changes nothing"
+        );
+
+        let applied = upload(&api, &app_id, file, false).await;
+        assert_eq!(applied.status, StatusCode::OK, "{}", applied.body);
+        assert_eq!(applied.body["changed"], true);
+        assert_eq!(applied.body["counts"], dry.body["counts"]);
+        let accounts = api
+            .get(&format!("/api/v1/accounts?application_id={app_id}"))
+            .await;
+        let accounts = accounts.body["items"].as_array().unwrap().clone();
+        assert_eq!(accounts.len(), 3);
+        let ghost = accounts
+            .iter()
+            .find(|a| a["user_key"] == "ghost, the")
+            .unwrap();
+        assert_eq!(
+            ghost["identity_id"],
+            Value::Null,
+            "no identity is called ghost"
+        );
+        let external = api
+            .get(&format!(
+                "/api/v1/memberships?application_id={app_id}&source=external"
+            ))
+            .await;
+        assert_eq!(external.body["items"].as_array().unwrap().len(), 2);
+
+        // The same file again changes nothing (and still reports the drift).
+        let again = upload(&api, &app_id, file, false).await;
+        assert_eq!(again.body["changed"], false, "{}", again.body);
+        assert_eq!(again.body["counts"]["unauthorised"], 2);
+        let audit_before = audit::list_after(&server.test_db.db, 0, 10_000)
+            .await
+            .unwrap()
+            .len();
+
+        // Bob and alice leave the file: bob's access ends, alice's grant is missing there.
+        let later = upload(
+            &api,
+            &app_id,
+            "user,role\nghost; the,viewer\n\"ghost, the\",viewer\n",
+            false,
+        )
+        .await;
+        assert_eq!(later.status, StatusCode::OK, "{}", later.body);
+        assert_eq!(later.body["counts"]["grants_removed"], 1);
+        assert_eq!(later.body["counts"]["missing"], 1);
+        assert_eq!(
+            later.body["items"]["missing"][0]["membership_id"],
+            granted.id().as_str()
+        );
+        assert_eq!(later.body["counts"]["accounts_removed"], 2);
+        assert!(
+            audit::list_after(&server.test_db.db, 0, 10_000)
+                .await
+                .unwrap()
+                .len()
+                > audit_before
+        );
+
+        // Bad rows: every one named, nothing applied.
+        let bad = upload(
+            &api,
+            &app_id,
+            "user,role,end_date\n,viewer,\nx,nope,\ny,viewer,someday\n",
+            false,
+        )
+        .await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        assert_eq!(bad.problem_type(), "urn:tessera:problem:invalid-rows");
+        assert_eq!(bad.body["error_count"], 3);
+        let lines: Vec<i64> = bad.body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["line"].as_i64().unwrap())
+            .collect();
+        assert_eq!(lines, vec![2, 3, 4]);
+        let accounts = api
+            .get(&format!("/api/v1/accounts?application_id={app_id}"))
+            .await;
+        assert_eq!(accounts.body["items"].as_array().unwrap().len(), 2);
+
+        // The JSON form.
+        let json_upload = api
+            .send(
+                Method::PUT,
+                &format!("/api/v1/applications/{app_id}/members?dry_run=true"),
+                Some(json!({"members": [{"user_key": "bob", "role": "Payroll/approver"}]})),
+                None,
+            )
+            .await;
+        assert_eq!(json_upload.status, StatusCode::OK, "{}", json_upload.body);
+        assert_eq!(json_upload.body["counts"]["accounts_added"], 1);
+
+        // Only CSV applications take member lists.
+        let other = api
+            .create(
+                "/api/v1/applications",
+                json!({"name": "GitHub", "connector_kind": "scim"}),
+            )
+            .await;
+        let refused = upload(&api, other["id"].as_str().unwrap(), "user,role\n", false).await;
+        assert_eq!(refused.status, StatusCode::CONFLICT);
+        server.stop().await;
     }
 }

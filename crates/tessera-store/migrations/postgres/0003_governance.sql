@@ -17,6 +17,8 @@ CREATE TABLE applications (
     maintainers         TEXT NOT NULL,
     default_workflow_id TEXT,
     settings            TEXT NOT NULL,
+    -- CSV applications: the member file's columns and how its user keys match identities.
+    member_format       TEXT NOT NULL,
     version             BIGINT NOT NULL,
     created_at          BIGINT NOT NULL,
     updated_at          BIGINT NOT NULL
@@ -134,3 +136,8 @@ CREATE INDEX grants_identity ON grants (identity_id, role_id);
 CREATE INDEX grants_role ON grants (role_id, id);
 CREATE INDEX grants_app ON grants (application_id, id);
 CREATE INDEX grants_account ON grants (account_id);
+
+-- Matching an application's user keys to identities of any data source.
+CREATE INDEX identities_user_name_any ON identities (user_name_lower);
+CREATE INDEX identities_email_any ON identities (email_lower);
+CREATE INDEX identities_employee_number_any ON identities (employee_number);

@@ -2,6 +2,7 @@
 
 use serde_json::json;
 use tessera_domain::directory::fold;
+use tessera_domain::governance::member_upload::MemberFormat;
 use tessera_domain::governance::{
     Application, ApplicationSettings, ConnectorKind, ManagementMode, Principal,
     validate_description, validate_icon, validate_maintainers, validate_name, validate_principal,
@@ -25,13 +26,14 @@ struct ApplicationRow {
     maintainers: String,
     default_workflow_id: Option<String>,
     settings: String,
+    member_format: String,
     version: i64,
     created_at: i64,
     updated_at: i64,
 }
 
 const COLUMNS: &str = "id, name, description, icon, connector_kind, management_mode, owner_kind, \
-     owner_id, maintainers, default_workflow_id, settings, version, created_at, updated_at";
+     owner_id, maintainers, default_workflow_id, settings, member_format, version, created_at, updated_at";
 
 impl TryFrom<ApplicationRow> for Application {
     type Error = StoreError;
@@ -46,6 +48,7 @@ impl TryFrom<ApplicationRow> for Application {
             owner: principal_from("applications.owner", r.owner_kind, r.owner_id)?,
             maintainers: from_json("applications.maintainers", &r.maintainers)?,
             settings: from_json("applications.settings", &r.settings)?,
+            member_format: from_json("applications.member_format", &r.member_format)?,
             id: r.id,
             name: r.name,
             description: r.description,
@@ -70,6 +73,7 @@ pub struct NewApplication {
     pub maintainers: Vec<Principal>,
     pub default_workflow_id: Option<String>,
     pub settings: ApplicationSettings,
+    pub member_format: MemberFormat,
 }
 
 fn validate(app: &Application) -> StoreResult<()> {
@@ -81,6 +85,7 @@ fn validate(app: &Application) -> StoreResult<()> {
         validate_principal("owner", owner)?;
     }
     app.settings.durations.validate()?;
+    app.member_format.validate()?;
     Ok(())
 }
 
@@ -109,6 +114,7 @@ pub async fn create(
         maintainers: new.maintainers,
         default_workflow_id: new.default_workflow_id,
         settings: new.settings,
+        member_format: new.member_format,
         version: 1,
         created_at: tx.now(),
         updated_at: tx.now(),
@@ -119,8 +125,8 @@ pub async fn create(
         sqlx::query(
             "INSERT INTO applications (id, name, name_lower, description, icon, connector_kind, \
              management_mode, owner_kind, owner_id, maintainers, default_workflow_id, settings, \
-             version, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+             member_format, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
         .bind(&app.id)
         .bind(&app.name)
@@ -134,6 +140,7 @@ pub async fn create(
         .bind(to_json(&app.maintainers))
         .bind(&app.default_workflow_id)
         .bind(to_json(&app.settings))
+        .bind(to_json(&app.member_format))
         .bind(app.version)
         .bind(app.created_at)
         .bind(app.updated_at)
@@ -238,8 +245,8 @@ pub async fn update(
         sqlx::query(
             "UPDATE applications SET name = $1, name_lower = $2, description = $3, icon = $4, \
              connector_kind = $5, management_mode = $6, owner_kind = $7, owner_id = $8, \
-             maintainers = $9, default_workflow_id = $10, settings = $11, version = $12, \
-             updated_at = $13 WHERE id = $14 AND version = $15",
+             maintainers = $9, default_workflow_id = $10, settings = $11, member_format = $12, \
+             version = $13, updated_at = $14 WHERE id = $15 AND version = $16",
         )
         .bind(&app.name)
         .bind(fold(&app.name))
@@ -252,6 +259,7 @@ pub async fn update(
         .bind(to_json(&app.maintainers))
         .bind(&app.default_workflow_id)
         .bind(to_json(&app.settings))
+        .bind(to_json(&app.member_format))
         .bind(app.version)
         .bind(app.updated_at)
         .bind(&app.id)

@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod applications;
 pub mod grants;
+pub mod member_upload;
 pub mod resources;
 pub(crate) mod role_cache;
 pub mod roles;

@@ -40,6 +40,7 @@ async fn fixture(db: &Db) -> (String, String) {
             maintainers: vec![],
             default_workflow_id: None,
             settings: ApplicationSettings::default(),
+            member_format: Default::default(),
         },
     )
     .await
