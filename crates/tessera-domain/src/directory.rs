@@ -1,5 +1,7 @@
 //! Who exists: data sources, the identities and groups they bring, and group membership.
 
+pub mod user_upload;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

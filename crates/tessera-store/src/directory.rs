@@ -109,6 +109,67 @@ pub async fn create_data_source(
     Ok(ds)
 }
 
+/// Renames a data source and/or replaces its settings, with an audit entry.
+pub async fn update_data_source(
+    tx: &mut Tx,
+    ctx: &ChangeContext,
+    id: &str,
+    change: impl FnOnce(&mut DataSource) -> StoreResult<()>,
+) -> StoreResult<DataSource> {
+    let sql = format!("SELECT {DATA_SOURCE_COLUMNS} FROM data_sources WHERE id = $1");
+    let row: Option<DataSourceRow> = with_conn!(tx, |conn| {
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?
+    });
+    let before: DataSource = row
+        .ok_or_else(|| StoreError::not_found("data source", id))?
+        .try_into()?;
+    let mut after = before.clone();
+    change(&mut after)?;
+    after.name = after.name.trim().to_owned();
+    validate_data_source_name(&after.name)?;
+    if after == before {
+        return Ok(before);
+    }
+    after.updated_at = tx.now();
+    let updated = with_conn!(tx, |conn| {
+        sqlx::query(
+            "UPDATE data_sources SET name = $1, name_lower = $2, settings = $3, updated_at = $4 \
+             WHERE id = $5",
+        )
+        .bind(&after.name)
+        .bind(fold(&after.name))
+        .bind(after.settings.to_string())
+        .bind(after.updated_at)
+        .bind(id)
+        .execute(&mut *conn)
+        .await
+        .map(|r| r.rows_affected())
+    });
+    match updated {
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            return Err(StoreError::Conflict(format!(
+                "a data source named {:?} already exists",
+                after.name
+            )));
+        }
+        other => other?,
+    };
+    audit::record(
+        tx,
+        ctx.event("data_source.update", "data_source", Some(id))
+            .with_data_source(id)
+            .with_details(json!({
+                "before": {"name": before.name, "settings": before.settings},
+                "after": {"name": after.name, "settings": after.settings},
+            })),
+    )
+    .await?;
+    Ok(after)
+}
+
 pub async fn get_data_source(db: &Db, id: &str) -> StoreResult<DataSource> {
     let sql = format!("SELECT {DATA_SOURCE_COLUMNS} FROM data_sources WHERE id = $1");
     let row: Option<DataSourceRow> = with_pool!(db, |pool| {
@@ -146,7 +207,7 @@ pub async fn list_data_sources(db: &Db) -> StoreResult<Vec<DataSource>> {
 // Identities
 
 #[derive(sqlx::FromRow)]
-struct IdentityRow {
+pub(crate) struct IdentityRow {
     id: String,
     data_source_id: String,
     kind: String,
@@ -167,7 +228,7 @@ struct IdentityRow {
     updated_at: i64,
 }
 
-const IDENTITY_COLUMNS: &str = "id, data_source_id, kind, status, user_name, external_id, display_name, \
+pub(crate) const IDENTITY_COLUMNS: &str = "id, data_source_id, kind, status, user_name, external_id, display_name, \
      given_name, family_name, email, employee_number, department, job_title, manager_id, source_doc, \
      version, created_at, updated_at";
 
@@ -277,6 +338,73 @@ pub async fn create_identity(
     )
     .await?;
     Ok(identity)
+}
+
+/// Replaces the attributes a data source supplies (not the manager or the stored source
+/// document) and makes the identity active, if it is still at `version`.
+pub async fn update_identity(
+    tx: &mut Tx,
+    ctx: &ChangeContext,
+    before: &Identity,
+    attrs: &IdentityAttributes,
+) -> StoreResult<()> {
+    attrs.validate()?;
+    let now = tx.now();
+    let a = attrs;
+    let updated = with_conn!(tx, |conn| {
+        sqlx::query(
+            "UPDATE identities SET status = 'active', user_name = $1, user_name_lower = $2, \
+             external_id = $3, display_name = $4, given_name = $5, family_name = $6, email = $7, \
+             email_lower = $8, employee_number = $9, department = $10, job_title = $11, \
+             version = version + 1, updated_at = $12 WHERE id = $13 AND version = $14",
+        )
+        .bind(&a.user_name)
+        .bind(fold(&a.user_name))
+        .bind(&a.external_id)
+        .bind(&a.display_name)
+        .bind(&a.given_name)
+        .bind(&a.family_name)
+        .bind(&a.email)
+        .bind(a.email.as_deref().map(fold))
+        .bind(&a.employee_number)
+        .bind(&a.department)
+        .bind(&a.job_title)
+        .bind(now)
+        .bind(&before.id)
+        .bind(before.version)
+        .execute(&mut *conn)
+        .await
+        .map(|r| r.rows_affected())
+    });
+    match updated {
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            return Err(user_name_taken(&a.user_name));
+        }
+        Ok(0) => {
+            return Err(StoreError::VersionMismatch {
+                current: before.version + 1,
+            });
+        }
+        other => other?,
+    };
+    let view = |status: IdentityStatus, a: &IdentityAttributes| {
+        json!({"status": status, "user_name": a.user_name, "external_id": a.external_id,
+               "display_name": a.display_name, "given_name": a.given_name,
+               "family_name": a.family_name, "email": a.email,
+               "employee_number": a.employee_number, "department": a.department,
+               "job_title": a.job_title})
+    };
+    audit::record(
+        tx,
+        ctx.event("identity.update", "identity", Some(&before.id))
+            .with_data_source(&before.data_source_id)
+            .with_details(json!({
+                "before": view(before.status, &before.attributes),
+                "after": view(IdentityStatus::Active, attrs),
+            })),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Sets the manager of an identity (kept apart from creation because managers may be loaded

@@ -22,6 +22,7 @@ mod sqlite_checkpoint;
 mod sqlite_fold;
 mod sqlite_read;
 mod sqlite_writer;
+pub mod user_upload;
 
 pub use db::{Backend, Db, DbTarget, PoolStats, SchemaState, Tx};
 pub use error::{StoreError, StoreResult};

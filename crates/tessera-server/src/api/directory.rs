@@ -1,12 +1,11 @@
-//! `/api/v1/whoami`, `/api/v1/data-sources`, `/api/v1/identities` and `/api/v1/groups`: who
-//! exists, as the data sources brought them.
+//! `/api/v1/whoami`, `/api/v1/identities` and `/api/v1/groups`: who exists, as the data
+//! sources brought them.
 
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use tessera_domain::directory::{
-    DataSourceKind, Group, GroupMember, Identity, IdentityKind, IdentityStatus, MatchingKey,
-    MemberKind,
+    Group, GroupMember, Identity, IdentityKind, IdentityStatus, MemberKind,
 };
 use tessera_store::directory;
 use utoipa::{IntoParams, ToSchema};
@@ -31,45 +30,6 @@ pub async fn whoami(AdminCaller(token): AdminCaller) -> Json<WhoAmI> {
         id: token.id,
         label: token.label,
     })
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct DataSourceView {
-    id: String,
-    name: String,
-    kind: DataSourceKind,
-    matching_key: MatchingKey,
-    #[schema(format = DateTime)]
-    created_at: String,
-    #[schema(format = DateTime)]
-    updated_at: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct DataSourceList {
-    items: Vec<DataSourceView>,
-}
-
-/// Lists the data sources (at most 1000, by name).
-#[utoipa::path(get, path = "/api/v1/data-sources", tag = "directory",
-    responses((status = 200, description = "The data sources", body = DataSourceList)))]
-pub async fn list_data_sources(
-    _: AdminCaller,
-    State(state): State<AppState>,
-) -> Result<Json<DataSourceList>, ApiError> {
-    let sources = directory::list_data_sources(&state.db).await?;
-    let items: Vec<DataSourceView> = sources
-        .into_iter()
-        .map(|d| DataSourceView {
-            id: d.id,
-            name: d.name,
-            kind: d.kind,
-            matching_key: d.matching_key,
-            created_at: rfc3339(d.created_at),
-            updated_at: rfc3339(d.updated_at),
-        })
-        .collect();
-    Ok(Json(DataSourceList { items }))
 }
 
 #[derive(Serialize, ToSchema)]

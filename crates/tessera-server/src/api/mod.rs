@@ -7,6 +7,7 @@
 mod accounts;
 mod applications;
 mod auth;
+mod data_sources;
 mod directory;
 pub mod error;
 mod extract;
@@ -38,7 +39,15 @@ pub use error::ApiError;
 fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(directory::whoami))
-        .routes(routes!(directory::list_data_sources))
+        .routes(routes!(
+            data_sources::list_data_sources,
+            data_sources::create_data_source
+        ))
+        .routes(routes!(
+            data_sources::get_data_source,
+            data_sources::update_data_source
+        ))
+        .routes(routes!(data_sources::upload_users))
         .routes(routes!(directory::list_identities))
         .routes(routes!(directory::get_identity))
         .routes(routes!(directory::list_groups))

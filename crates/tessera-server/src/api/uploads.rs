@@ -28,7 +28,7 @@ const REPORT_ITEMS: usize = 1000;
 pub struct UploadQuery {
     /// Report what would change, and change nothing.
     #[serde(default)]
-    dry_run: bool,
+    pub dry_run: bool,
 }
 
 /// The JSON form of a member list.

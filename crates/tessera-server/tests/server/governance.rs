@@ -200,6 +200,7 @@ async fn the_openapi_document_is_3_1_and_every_operation_is_served() {
         include_str!("../../src/api/accounts.rs"),
         include_str!("../../src/api/memberships.rs"),
         include_str!("../../src/api/uploads.rs"),
+        include_str!("../../src/api/data_sources.rs"),
     ];
     let annotated: usize = sources
         .iter()
@@ -829,6 +830,113 @@ async fn csv_member_uploads_record_access_report_drift_and_are_idempotent() {
             )
             .await;
         let refused = upload(&api, other["id"].as_str().unwrap(), "user,role\n", false).await;
+        assert_eq!(refused.status, StatusCode::CONFLICT);
+        server.stop().await;
+    }
+}
+
+async fn put_users(api: &Api<'_>, source: &str, csv: &str, dry_run: bool) -> Reply {
+    let r = api
+        .http
+        .put(api.server.url(&format!(
+            "/api/v1/data-sources/{source}/users?dry_run={dry_run}"
+        )))
+        .bearer_auth(&api.server.admin_token)
+        .header("content-type", "text/csv")
+        .body(csv.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let headers = r.headers().clone();
+    Reply {
+        status,
+        headers,
+        body: r.json().await.unwrap_or(Value::Null),
+    }
+}
+
+#[tokio::test]
+async fn csv_data_source_user_lists_create_update_and_suspend_identities() {
+    for server in servers().await {
+        let api = Api::new(&server);
+        let source = api
+            .create(
+                "/api/v1/data-sources",
+                json!({"name": "Contractors", "kind": "csv", "matching_key": "email"}),
+            )
+            .await;
+        assert_eq!(source["missing_users"], "suspend");
+        let id = source["id"].as_str().unwrap().to_owned();
+        let list = "email,user_name,department,manager\r\n\
+                    boss@x.org,boss,Ops,\r\n\
+                    ann@x.org,ann,Ops,BOSS@x.org\r\n\
+                    cy@x.org,cy,Lab,ann@x.org\r\n";
+        let dry = put_users(&api, &id, list, true).await;
+        assert_eq!(dry.status, StatusCode::OK, "{}", dry.body);
+        assert_eq!(dry.body["counts"]["created"], 3);
+        assert_eq!(dry.body["applied"]["created"], 0);
+        let people_path = format!("/api/v1/identities?data_source_id={id}");
+        let people = || api.get(&people_path);
+        assert_eq!(people().await.body["items"], json!([]), "a dry run changes nothing");
+
+        let done = put_users(&api, &id, list, false).await;
+        assert_eq!(done.body["applied"]["created"], 3, "{}", done.body);
+        let items = people().await.body["items"].as_array().unwrap().clone();
+        let by_name = |n: &str| items.iter().find(|i| i["user_name"] == n).unwrap().clone();
+        assert_eq!(by_name("ann")["manager_id"], by_name("boss")["id"]);
+        assert_eq!(by_name("cy")["manager_id"], by_name("ann")["id"]);
+
+        let again = put_users(&api, &id, list, false).await;
+        assert_eq!(again.body["changed"], false, "{}", again.body);
+
+        // Ann moves to Lab; cy leaves the list and is suspended.
+        let next = "email,user_name,department,manager\nboss@x.org,boss,Ops,\nann@x.org,ann,Lab,boss@x.org\n";
+        let moved = put_users(&api, &id, next, false).await;
+        assert_eq!(moved.body["applied"]["updated"], 1, "{}", moved.body);
+        assert_eq!(moved.body["applied"]["suspended"], 1);
+        let items = people().await.body["items"].as_array().unwrap().clone();
+        let cy = items.iter().find(|i| i["user_name"] == "cy").unwrap();
+        assert_eq!(cy["status"], "suspended");
+        let ann = items.iter().find(|i| i["user_name"] == "ann").unwrap();
+        assert_eq!(ann["department"], "Lab");
+
+        // Back on the list: active again.
+        let back = put_users(&api, &id, list, false).await;
+        assert_eq!(back.body["applied"]["updated"], 2, "{}", back.body);
+
+        // Every bad row named, nothing applied.
+        let bad = put_users(
+            &api,
+            &id,
+            "email,user_name\nnot-an-email,x\nz@x.org,boss\n,y\n",
+            false,
+        )
+        .await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        assert_eq!(bad.problem_type(), "urn:tessera:problem:invalid-rows");
+        assert_eq!(bad.body["error_count"], 2, "{}", bad.body);
+        let taken = put_users(&api, &id, "email,user_name\nnew@x.org,boss\n", false).await;
+        assert_eq!(taken.status, StatusCode::BAD_REQUEST, "{}", taken.body);
+        assert_eq!(taken.body["errors"][0]["column"], "user_name");
+
+        // Deleting instead of suspending.
+        let r = api
+            .patch(&format!("/api/v1/data-sources/{id}"), json!({"missing_users": "delete"}), None)
+            .await;
+        assert_eq!(r.body["missing_users"], "delete");
+        let gone = put_users(&api, &id, "email,user_name\nboss@x.org,boss\n", false).await;
+        assert_eq!(gone.body["applied"]["deleted"], 2, "{}", gone.body);
+        assert_eq!(people().await.body["items"].as_array().unwrap().len(), 1);
+
+        // SCIM sources take no user lists.
+        let scim = api
+            .create(
+                "/api/v1/data-sources",
+                json!({"name": "Entra", "kind": "scim", "matching_key": "user_name"}),
+            )
+            .await;
+        let refused = put_users(&api, scim["id"].as_str().unwrap(), "user_name\nx\n", false).await;
         assert_eq!(refused.status, StatusCode::CONFLICT);
         server.stop().await;
     }
