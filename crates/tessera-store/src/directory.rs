@@ -5,6 +5,7 @@ use tessera_domain::directory::{
     DataSource, DataSourceKind, Group, GroupAttributes, GroupMember, Identity, IdentityAttributes,
     IdentityKind, IdentityStatus, MatchingKey, MemberKind, fold, validate_data_source_name,
 };
+use tessera_domain::directory::user_upload::HeldIdentity;
 use tessera_domain::ids::new_id;
 
 use crate::{ChangeContext, Db, StoreError, StoreResult, Tx, audit, with_conn, with_pool};
@@ -345,7 +346,8 @@ pub async fn create_identity(
 pub async fn update_identity(
     tx: &mut Tx,
     ctx: &ChangeContext,
-    before: &Identity,
+    data_source_id: &str,
+    before: &HeldIdentity,
     attrs: &IdentityAttributes,
 ) -> StoreResult<()> {
     attrs.validate()?;
@@ -397,7 +399,7 @@ pub async fn update_identity(
     audit::record(
         tx,
         ctx.event("identity.update", "identity", Some(&before.id))
-            .with_data_source(&before.data_source_id)
+            .with_data_source(data_source_id)
             .with_details(json!({
                 "before": view(before.status, &before.attributes),
                 "after": view(IdentityStatus::Active, attrs),

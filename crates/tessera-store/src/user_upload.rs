@@ -44,31 +44,41 @@ pub fn missing_users(source: &DataSource) -> MissingUsers {
         .unwrap_or(MissingUsers::Suspend)
 }
 
-/// The source's identities that are not deleted.
-pub async fn held_identities(db: &Db, data_source_id: &str) -> StoreResult<Vec<Identity>> {
+/// The source's identities that are not deleted, read in pages so that only one page of raw
+/// rows is in memory beside the result.
+pub async fn held_identities(db: &Db, data_source_id: &str) -> StoreResult<Vec<HeldIdentity>> {
+    const PAGE: i64 = 5000;
     let sql = format!(
         "SELECT {IDENTITY_COLUMNS} FROM identities WHERE data_source_id = $1 \
-         AND status <> 'deleted' ORDER BY id"
+         AND status <> 'deleted' AND id > $2 ORDER BY id LIMIT $3"
     );
-    let rows: Vec<IdentityRow> = with_pool!(db, |pool| {
-        sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(data_source_id)
-            .fetch_all(pool)
-            .await?
-    });
-    rows.into_iter().map(Identity::try_from).collect()
-}
-
-pub fn held(identities: &[Identity]) -> Vec<HeldIdentity> {
-    identities
-        .iter()
-        .map(|i| HeldIdentity {
-            id: i.id.clone(),
-            status: i.status,
-            attributes: i.attributes.clone(),
-            version: i.version,
-        })
-        .collect()
+    let mut held = Vec::new();
+    let mut after = String::new();
+    loop {
+        let rows: Vec<IdentityRow> = with_pool!(db, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(data_source_id)
+                .bind(&after)
+                .bind(PAGE)
+                .fetch_all(pool)
+                .await?
+        });
+        let full = rows.len() as i64 == PAGE;
+        for row in rows {
+            let i = Identity::try_from(row)?;
+            held.push(HeldIdentity {
+                id: i.id,
+                status: i.status,
+                attributes: i.attributes,
+                version: i.version,
+            });
+        }
+        match held.last() {
+            Some(last) if full => after = last.id.clone(),
+            _ => break,
+        }
+    }
+    Ok(held)
 }
 
 /// Applies a plan: creates and updates, then the managers, then what happens to the missing.
@@ -76,12 +86,13 @@ pub async fn apply(
     db: &Db,
     ctx: &ChangeContext,
     source: &DataSource,
-    identities: &[Identity],
+    identities: &[HeldIdentity],
     rows: &[UserRow],
     plan: &UserPlan,
 ) -> StoreResult<UserCounts> {
     let key: MatchingKey = source.matching_key;
-    let by_id: HashMap<&str, &Identity> = identities.iter().map(|i| (i.id.as_str(), i)).collect();
+    let by_id: HashMap<&str, &HeldIdentity> =
+        identities.iter().map(|i| (i.id.as_str(), i)).collect();
     // Matching key → identity id, for managers; new identities are added as they are created.
     let mut id_of_key: HashMap<String, String> = identities
         .iter()
@@ -129,7 +140,7 @@ pub async fn apply(
                 || attrs.user_name != before.attributes.user_name
                 || without_manager(&attrs) != without_manager(&before.attributes)
             {
-                directory::update_identity(&mut tx, ctx, before, &attrs)
+                directory::update_identity(&mut tx, ctx, &source.id, before, &attrs)
                     .await
                     .map_err(changed_meanwhile)?;
                 counts.updated += 1;

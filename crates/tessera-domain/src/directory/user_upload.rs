@@ -40,8 +40,13 @@ pub fn key_column(key: MatchingKey) -> &'static str {
     }
 }
 
-/// A user as given: column name → cell (empty cells left out).
-pub type RawUser = HashMap<String, String>;
+/// A user as given: (column, cell) pairs, empty cells left out. Columns are names from
+/// [`COLUMNS`], so a row does not repeat them.
+pub type RawUser = Vec<(&'static str, String)>;
+
+fn column_name(name: &str) -> Option<&'static str> {
+    COLUMNS.iter().copied().find(|c| *c == name)
+}
 
 /// A checked user row.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,25 +83,25 @@ pub fn read_csv(body: &[u8], key: MatchingKey) -> Result<Vec<(u64, RawUser)>, Ro
         .flexible(true)
         .from_reader(body);
     let mut errors = RowErrors::default();
-    let headers: Vec<String> = match reader.headers() {
+    let header_text: Vec<String> = match reader.headers() {
         Ok(h) => h.iter().map(|h| fold(h.trim())).collect(),
         Err(e) => {
             errors.push(1, None, format!("unreadable header: {e}"));
             return Err(errors);
         }
     };
-    for (i, h) in headers.iter().enumerate() {
+    for (i, h) in header_text.iter().enumerate() {
         if !COLUMNS.contains(&h.as_str()) {
             errors.push(
                 1,
                 Some(h),
                 format!("unknown column; the columns are {}", COLUMNS.join(", ")),
             );
-        } else if headers[..i].contains(h) {
+        } else if header_text[..i].contains(h) {
             errors.push(1, Some(h), "the column appears twice");
         }
     }
-    if !headers.iter().any(|h| h == key_column(key)) {
+    if !header_text.iter().any(|h| h == key_column(key)) {
         errors.push(
             1,
             Some(key_column(key)),
@@ -109,6 +114,7 @@ pub fn read_csv(body: &[u8], key: MatchingKey) -> Result<Vec<(u64, RawUser)>, Ro
     if !errors.is_empty() {
         return Err(errors);
     }
+    let headers: Vec<&'static str> = header_text.iter().filter_map(|h| column_name(h)).collect();
     let mut rows = Vec::new();
     let mut record = csv::StringRecord::new();
     let mut lines = LineCounter::new(body);
@@ -142,7 +148,7 @@ pub fn read_csv(body: &[u8], key: MatchingKey) -> Result<Vec<(u64, RawUser)>, Ro
             .iter()
             .zip(record.iter())
             .filter(|(_, v)| !v.trim().is_empty())
-            .map(|(h, v)| (h.clone(), v.trim().to_owned()))
+            .map(|(h, v)| (*h, v.trim().to_owned()))
             .collect();
         rows.push((line, user));
     }
@@ -161,15 +167,18 @@ pub fn check_users(raw: Vec<(u64, RawUser)>, key: MatchingKey) -> Result<Vec<Use
     let mut keys: HashMap<String, u64> = HashMap::with_capacity(raw.len());
     let mut user_names: HashMap<String, u64> = HashMap::with_capacity(raw.len());
     for (line, mut user) in raw {
-        if let Some(bad) = user.keys().find(|c| !COLUMNS.contains(&c.as_str())) {
-            errors.push(line, Some(bad), "unknown field");
-            continue;
-        }
-        let Some(key_value) = user.get(key_column(key)).cloned() else {
+        let take = |user: &mut RawUser, c: &str| {
+            let i = user.iter().position(|(k, _)| *k == c)?;
+            Some(user.swap_remove(i).1)
+        };
+        let Some(key_value) = user
+            .iter()
+            .find(|(k, _)| *k == key_column(key))
+            .map(|(_, v)| v.clone())
+        else {
             errors.push(line, Some(key_column(key)), "the matching key is required");
             continue;
         };
-        let take = |user: &mut RawUser, c: &str| user.remove(c);
         let attributes = IdentityAttributes {
             user_name: take(&mut user, "user_name").unwrap_or_else(|| key_value.clone()),
             external_id: take(&mut user, "external_id"),

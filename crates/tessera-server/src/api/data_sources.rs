@@ -183,8 +183,9 @@ pub struct UserEntry {
     manager: Option<String>,
 }
 
-impl From<UserEntry> for RawUser {
-    fn from(u: UserEntry) -> Self {
+impl UserEntry {
+    fn into_raw(self) -> RawUser {
+        let u = self;
         [
             ("user_name", u.user_name),
             ("email", u.email),
@@ -201,7 +202,7 @@ impl From<UserEntry> for RawUser {
         .filter_map(|(k, v)| {
             v.map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
-                .map(|v| (k.to_owned(), v))
+                .map(|v| (k, v))
         })
         .collect()
     }
@@ -299,12 +300,11 @@ pub async fn upload_users(
         list.users
             .into_iter()
             .enumerate()
-            .map(|(i, u)| (i as u64 + 1, RawUser::from(u)))
+            .map(|(i, u)| (i as u64 + 1, u.into_raw()))
             .collect()
     };
     let rows = check_users(raw, source.matching_key).map_err(invalid_rows)?;
-    let identities = store::held_identities(&state.db, &source.id).await?;
-    let held = store::held(&identities);
+    let held = store::held_identities(&state.db, &source.id).await?;
     let plan = diff_users(&rows, &held, source.matching_key, missing_action);
     check_user_names(&rows, &held, &plan).map_err(invalid_rows)?;
     let applied = if q.dry_run || plan.changes_nothing() {
@@ -314,7 +314,7 @@ pub async fn upload_users(
             &state.db,
             &change_context(&caller),
             &source,
-            &identities,
+            &held,
             &rows,
             &plan,
         )
