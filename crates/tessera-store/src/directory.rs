@@ -1,11 +1,11 @@
 //! Data sources, identities, groups and group membership.
 
 use serde_json::{Value, json};
+use tessera_domain::directory::user_upload::HeldIdentity;
 use tessera_domain::directory::{
     DataSource, DataSourceKind, Group, GroupAttributes, GroupMember, Identity, IdentityAttributes,
     IdentityKind, IdentityStatus, MatchingKey, MemberKind, fold, validate_data_source_name,
 };
-use tessera_domain::directory::user_upload::HeldIdentity;
 use tessera_domain::ids::new_id;
 
 use crate::{ChangeContext, Db, StoreError, StoreResult, Tx, audit, with_conn, with_pool};

@@ -399,15 +399,15 @@ pub struct MemberPlan {
     pub accounts_matched: Vec<(HeldAccount, String)>,
     /// Accounts whose user key is not in the file.
     pub accounts_removed: Vec<HeldAccount>,
-    /// Access the file shows that Tessera did not grant: (user key, role, end), recorded as
-    /// `external` grants.
-    pub grants_added: Vec<(String, String, Option<i64>)>,
+    /// Access the file shows that Tessera did not grant, to record as `external` grants: the
+    /// rows (indexes into the checked rows).
+    pub grants_added: Vec<usize>,
     /// `external` grants the file no longer shows.
     pub grants_removed: Vec<HeldGrant>,
     /// `external` grants whose end changed: (grant, new end).
     pub grants_changed: Vec<(HeldGrant, Option<i64>)>,
-    /// Rows no live grant made by Tessera explains: (user key, role).
-    pub unauthorised: Vec<(String, String)>,
+    /// Rows no live grant made by Tessera explains (indexes into the checked rows).
+    pub unauthorised: Vec<usize>,
     /// Live grants made by Tessera that the file lacks: (grant, the holder's user key there,
     /// if it has an account).
     pub missing: Vec<(HeldGrant, Option<String>)>,
@@ -441,7 +441,7 @@ pub fn diff_members(
         .map(|a| (a.id.as_str(), fold(&a.user_key)))
         .collect();
     // The identity behind each user key of the file, after this upload.
-    let mut identity_of_key: HashMap<String, Option<String>> = HashMap::new();
+    let mut identity_of_key: HashMap<String, Option<&str>> = HashMap::new();
     // Folded user key of the file → the key as written (first spelling wins).
     let mut file_keys: HashMap<String, &str> = HashMap::with_capacity(rows.len());
     for row in rows {
@@ -450,20 +450,20 @@ pub fn diff_members(
             continue;
         }
         file_keys.insert(key.clone(), &row.user_key);
-        let matched = identities.get(&key).cloned();
+        let matched = identities.get(&key).map(String::as_str);
         match account_by_key.get(&key) {
             None => {
                 plan.accounts_added
-                    .push((row.user_key.clone(), matched.clone()));
+                    .push((row.user_key.clone(), matched.map(str::to_owned)));
                 identity_of_key.insert(key, matched);
             }
             Some(account) if account.identity_id.is_none() && matched.is_some() => {
-                let identity = matched.clone().unwrap_or_default();
+                let identity = matched.unwrap_or_default().to_owned();
                 plan.accounts_matched.push(((*account).clone(), identity));
                 identity_of_key.insert(key, matched);
             }
             Some(account) => {
-                identity_of_key.insert(key, account.identity_id.clone());
+                identity_of_key.insert(key, account.identity_id.as_deref());
             }
         }
     }
@@ -495,23 +495,20 @@ pub fn diff_members(
     }
 
     let mut in_file: HashSet<(String, &str)> = HashSet::with_capacity(rows.len());
-    for row in rows {
+    for (index, row) in rows.iter().enumerate() {
         let key = fold(&row.user_key);
         let covered = identity_of_key
             .get(&key)
-            .and_then(Option::as_deref)
+            .copied()
+            .flatten()
             .is_some_and(|identity| granted.contains(&(identity, row.role_id.as_str())));
         in_file.insert((key.clone(), row.role_id.as_str()));
         if covered {
             continue;
         }
-        plan.unauthorised
-            .push((row.user_key.clone(), row.role_id.clone()));
+        plan.unauthorised.push(index);
         match external.get(&(key, row.role_id.as_str())) {
-            None => {
-                plan.grants_added
-                    .push((row.user_key.clone(), row.role_id.clone(), row.ends_at))
-            }
+            None => plan.grants_added.push(index),
             Some(g) if g.ends_at != row.ends_at => {
                 plan.grants_changed.push(((*g).clone(), row.ends_at));
             }
@@ -522,7 +519,8 @@ pub fn diff_members(
         let still_external = in_file.contains(&(key.clone(), *role))
             && !identity_of_key
                 .get(key)
-                .and_then(Option::as_deref)
+                .copied()
+                .flatten()
                 .is_some_and(|identity| granted.contains(&(identity, *role)));
         if !still_external {
             plan.grants_removed.push((*g).clone());
@@ -536,7 +534,7 @@ pub fn diff_members(
         .chain(
             identity_of_key
                 .iter()
-                .filter_map(|(k, i)| i.as_deref().map(|i| (i, k.clone()))),
+                .filter_map(|(k, i)| i.map(|i| (i, k.clone()))),
         )
         .collect();
     for g in grants {
@@ -797,7 +795,7 @@ mod tests {
     }
 
     /// Applies a plan the way the store does.
-    fn apply(state: &State, plan: &MemberPlan) -> State {
+    fn apply(state: &State, plan: &MemberPlan, rows: &[MemberRow]) -> State {
         let mut accounts: Vec<HeldAccount> = state
             .accounts
             .iter()
@@ -835,7 +833,8 @@ mod tests {
                 g
             })
             .collect();
-        for (n, (user_key, role, end)) in plan.grants_added.iter().enumerate() {
+        for (n, &i) in plan.grants_added.iter().enumerate() {
+            let (user_key, role, end) = (&rows[i].user_key, &rows[i].role_id, &rows[i].ends_at);
             let account = accounts
                 .iter()
                 .find(|a| fold(&a.user_key) == fold(user_key))
@@ -860,7 +859,7 @@ mod tests {
         fn applying_the_diff_makes_tessera_agree_with_the_file(case in case()) {
             let (state, rows, identities) = build(&case);
             let plan = diff_members(&rows, &state.accounts, &state.grants, &identities);
-            let after = apply(&state, &plan);
+            let after = apply(&state, &plan, &rows);
 
             // Accounts: exactly the file's user keys, each matched to its identity.
             let mut keys: Vec<String> = after.accounts.iter().map(|a| fold(&a.user_key)).collect();
@@ -888,7 +887,7 @@ mod tests {
             // Each row is explained by Tessera's grant, or recorded once as external access
             // with the file's end date, and only then reported as unauthorised.
             let mut unauthorised = Vec::new();
-            for row in &rows {
+            for (index, row) in rows.iter().enumerate() {
                 let covered = identity_of(&row.user_key)
                     .is_some_and(|i| granted(&i, &row.role_id));
                 let ext = externals(&row.user_key, &row.role_id);
@@ -897,7 +896,7 @@ mod tests {
                 } else {
                     prop_assert_eq!(ext.len(), 1, "row {:?}", row);
                     prop_assert_eq!(ext[0].ends_at, row.ends_at);
-                    unauthorised.push((row.user_key.clone(), row.role_id.clone()));
+                    unauthorised.push(index);
                 }
             }
             prop_assert_eq!(&plan.unauthorised, &unauthorised);

@@ -126,7 +126,7 @@ pub fn invalid_rows(errors: RowErrors) -> ApiError {
     }
 }
 
-fn report(dry_run: bool, rows: usize, plan: &MemberPlan) -> MemberUploadReport {
+fn report(dry_run: bool, rows: &[MemberRow], plan: &MemberPlan) -> MemberUploadReport {
     let mut truncated = false;
     let mut take = |n: usize| {
         truncated |= n > REPORT_ITEMS;
@@ -167,7 +167,10 @@ fn report(dry_run: bool, rows: usize, plan: &MemberPlan) -> MemberUploadReport {
             .collect(),
         grants_added: plan.grants_added[..take(plan.grants_added.len())]
             .iter()
-            .map(|(k, r, e)| access(Some(k), r, None, None, *e))
+            .map(|&i| {
+                let r = &rows[i];
+                access(Some(&r.user_key), &r.role_id, None, None, r.ends_at)
+            })
             .collect(),
         grants_removed: plan.grants_removed[..take(plan.grants_removed.len())]
             .iter()
@@ -187,7 +190,10 @@ fn report(dry_run: bool, rows: usize, plan: &MemberPlan) -> MemberUploadReport {
             .collect(),
         unauthorised: plan.unauthorised[..take(plan.unauthorised.len())]
             .iter()
-            .map(|(k, r)| access(Some(k), r, None, None, None))
+            .map(|&i| {
+                let r = &rows[i];
+                access(Some(&r.user_key), &r.role_id, None, None, r.ends_at)
+            })
             .collect(),
         missing: plan.missing[..take(plan.missing.len())]
             .iter()
@@ -204,7 +210,7 @@ fn report(dry_run: bool, rows: usize, plan: &MemberPlan) -> MemberUploadReport {
     };
     MemberUploadReport {
         dry_run,
-        rows,
+        rows: rows.len(),
         changed: !plan.changes_nothing(),
         counts: UploadCounts {
             accounts_added: plan.accounts_added.len(),
@@ -279,7 +285,7 @@ pub async fn upload_members(
         check_rows(raw, &app.member_format, &roles, state.db.now_ms()).map_err(invalid_rows)?;
     let plan = store::plan(&state.db, &app, &rows).await?;
     if !q.dry_run && !plan.changes_nothing() {
-        store::apply(&state.db, &change_context(&caller), &app, &plan, rows.len()).await?;
+        store::apply(&state.db, &change_context(&caller), &app, &plan, &rows).await?;
     }
-    Ok(Json(report(q.dry_run, rows.len(), &plan)))
+    Ok(Json(report(q.dry_run, &rows, &plan)))
 }

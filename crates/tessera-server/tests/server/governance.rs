@@ -878,7 +878,11 @@ async fn csv_data_source_user_lists_create_update_and_suspend_identities() {
         assert_eq!(dry.body["applied"]["created"], 0);
         let people_path = format!("/api/v1/identities?data_source_id={id}");
         let people = || api.get(&people_path);
-        assert_eq!(people().await.body["items"], json!([]), "a dry run changes nothing");
+        assert_eq!(
+            people().await.body["items"],
+            json!([]),
+            "a dry run changes nothing"
+        );
 
         let done = put_users(&api, &id, list, false).await;
         assert_eq!(done.body["applied"]["created"], 3, "{}", done.body);
@@ -922,7 +926,11 @@ async fn csv_data_source_user_lists_create_update_and_suspend_identities() {
 
         // Deleting instead of suspending.
         let r = api
-            .patch(&format!("/api/v1/data-sources/{id}"), json!({"missing_users": "delete"}), None)
+            .patch(
+                &format!("/api/v1/data-sources/{id}"),
+                json!({"missing_users": "delete"}),
+                None,
+            )
             .await;
         assert_eq!(r.body["missing_users"], "delete");
         let gone = put_users(&api, &id, "email,user_name\nboss@x.org,boss\n", false).await;

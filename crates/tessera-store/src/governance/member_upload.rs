@@ -206,7 +206,7 @@ pub async fn apply(
     ctx: &ChangeContext,
     app: &Application,
     plan: &MemberPlan,
-    rows: usize,
+    rows: &[MemberRow],
 ) -> StoreResult<Applied> {
     let mut steps: Vec<Step> = Vec::new();
     steps.extend(
@@ -221,11 +221,10 @@ pub async fn apply(
     );
     steps.extend(plan.grants_removed.iter().map(Step::EndGrant));
     steps.extend(plan.accounts_removed.iter().map(Step::RemoveAccount));
-    steps.extend(
-        plan.grants_added
-            .iter()
-            .map(|(k, r, e)| Step::AddGrant(k, r, *e)),
-    );
+    steps.extend(plan.grants_added.iter().map(|&i| {
+        let row = &rows[i];
+        Step::AddGrant(&row.user_key, &row.role_id, row.ends_at)
+    }));
     steps.extend(
         plan.grants_changed
             .iter()
@@ -247,7 +246,7 @@ pub async fn apply(
         &mut tx,
         ctx.event("application.member_upload", "application", Some(&app.id))
             .with_details(json!({
-                "rows": rows,
+                "rows": rows.len(),
                 "accounts_added": plan.accounts_added.len(),
                 "accounts_matched": plan.accounts_matched.len(),
                 "accounts_removed": plan.accounts_removed.len(),
