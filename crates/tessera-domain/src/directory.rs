@@ -143,7 +143,9 @@ impl IdentityAttributes {
     pub fn validate(&self) -> Result<(), InvalidInput> {
         check_name("userName", &self.user_name)?;
         if let Some(email) = &self.email
-            && (!email.contains('@') || email.len() > MAX_NAME_LEN)
+            && (!email.contains('@')
+                || email.len() > MAX_NAME_LEN
+                || email.chars().any(char::is_control))
         {
             return Err(InvalidInput::new("email", "must be an e-mail address"));
         }

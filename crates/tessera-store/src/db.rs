@@ -307,11 +307,12 @@ impl Db {
         }
     }
 
-    /// The direct read path, on SQLite.
+    /// Role contexts kept for granting (see `governance::grants::grant`).
     pub(crate) fn role_cache(&self) -> &crate::governance::role_cache::RoleCache {
         &self.role_cache
     }
 
+    /// The direct read path, on SQLite.
     pub(crate) fn sqlite_readers(&self) -> Option<&Arc<SqliteReaders>> {
         self.sqlite_readers.as_ref()
     }

@@ -138,13 +138,14 @@ pub async fn update_data_source(
     let updated = with_conn!(tx, |conn| {
         sqlx::query(
             "UPDATE data_sources SET name = $1, name_lower = $2, settings = $3, updated_at = $4 \
-             WHERE id = $5",
+             WHERE id = $5 AND updated_at = $6",
         )
         .bind(&after.name)
         .bind(fold(&after.name))
         .bind(after.settings.to_string())
         .bind(after.updated_at)
         .bind(id)
+        .bind(before.updated_at)
         .execute(&mut *conn)
         .await
         .map(|r| r.rows_affected())
@@ -155,6 +156,11 @@ pub async fn update_data_source(
                 "a data source named {:?} already exists",
                 after.name
             )));
+        }
+        Ok(0) => {
+            return Err(StoreError::Conflict(
+                "the data source changed meanwhile; read it and try again".into(),
+            ));
         }
         other => other?,
     };

@@ -81,7 +81,7 @@ pub async fn held_identities(db: &Db, data_source_id: &str) -> StoreResult<Vec<H
     Ok(held)
 }
 
-/// Applies a plan: creates and updates, then the managers, then what happens to the missing.
+/// Applies a plan: what happens to the missing, updates, creates, then the managers.
 pub async fn apply(
     db: &Db,
     ctx: &ChangeContext,
@@ -109,22 +109,25 @@ pub async fn apply(
     let ctx = ctx.clone();
     let ctx = &ctx;
 
-    for batch in plan.create.chunks(APPLY_BATCH) {
-        let mut tx = db.begin().await?;
-        for &i in batch {
-            let row = &rows[i];
-            let created = directory::create_identity(
-                &mut tx,
-                ctx,
-                &source.id,
-                IdentityKind::Person,
-                row.attributes.clone(),
-            )
-            .await?;
-            id_of_key.insert(row.key.clone(), created.id);
-            counts.created += 1;
+    // Identities the list lacks go first (a deleted one frees its user name), then updates
+    // (a renamed identity frees its old name), then creates.
+    let status = match plan.missing_action {
+        Some(MissingUsers::Suspend) => Some(IdentityStatus::Suspended),
+        Some(MissingUsers::Delete) => Some(IdentityStatus::Deleted),
+        _ => None,
+    };
+    if let Some(status) = status {
+        for batch in plan.missing.chunks(APPLY_BATCH) {
+            let mut tx = db.begin().await?;
+            for held in batch {
+                directory::set_identity_status(&mut tx, ctx, &held.id, status).await?;
+                match status {
+                    IdentityStatus::Deleted => counts.deleted += 1,
+                    _ => counts.suspended += 1,
+                }
+            }
+            tx.commit().await?;
         }
-        tx.commit().await?;
     }
     for batch in plan.update.chunks(APPLY_BATCH) {
         let mut tx = db.begin().await?;
@@ -145,6 +148,23 @@ pub async fn apply(
                     .map_err(changed_meanwhile)?;
                 counts.updated += 1;
             }
+        }
+        tx.commit().await?;
+    }
+    for batch in plan.create.chunks(APPLY_BATCH) {
+        let mut tx = db.begin().await?;
+        for &i in batch {
+            let row = &rows[i];
+            let created = directory::create_identity(
+                &mut tx,
+                ctx,
+                &source.id,
+                IdentityKind::Person,
+                row.attributes.clone(),
+            )
+            .await?;
+            id_of_key.insert(row.key.clone(), created.id);
+            counts.created += 1;
         }
         tx.commit().await?;
     }
@@ -171,24 +191,6 @@ pub async fn apply(
             directory::set_manager(&mut tx, ctx, id, manager.as_deref()).await?;
         }
         tx.commit().await?;
-    }
-    let status = match plan.missing_action {
-        Some(MissingUsers::Suspend) => Some(IdentityStatus::Suspended),
-        Some(MissingUsers::Delete) => Some(IdentityStatus::Deleted),
-        _ => None,
-    };
-    if let Some(status) = status {
-        for batch in plan.missing.chunks(APPLY_BATCH) {
-            let mut tx = db.begin().await?;
-            for held in batch {
-                directory::set_identity_status(&mut tx, ctx, &held.id, status).await?;
-                match status {
-                    IdentityStatus::Deleted => counts.deleted += 1,
-                    _ => counts.suspended += 1,
-                }
-            }
-            tx.commit().await?;
-        }
     }
     let mut tx = db.begin().await?;
     audit::record(

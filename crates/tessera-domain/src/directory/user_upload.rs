@@ -404,6 +404,32 @@ pub fn check_user_names(
     for (h, i) in &plan.update {
         check(*i, Some(h.id.as_str()));
     }
+    // Updates run one after another: taking a name another updated identity gives up in the
+    // same list (a swap) would clash half-way.
+    let renamed_from: HashMap<String, &str> = plan
+        .update
+        .iter()
+        .filter(|(h, i)| fold(&h.attributes.user_name) != fold(&rows[*i].attributes.user_name))
+        .map(|(h, _)| (fold(&h.attributes.user_name), h.id.as_str()))
+        .collect();
+    for (h, i) in &plan.update {
+        let row = &rows[*i];
+        let new = fold(&row.attributes.user_name);
+        if new != fold(&h.attributes.user_name)
+            && renamed_from
+                .get(&new)
+                .is_some_and(|other| *other != h.id.as_str())
+        {
+            errors.push(
+                row.line,
+                Some("user_name"),
+                format!(
+                    "{:?} is the old name of another user renamed by this list; rename in two uploads",
+                    row.attributes.user_name
+                ),
+            );
+        }
+    }
     if errors.is_empty() {
         Ok(())
     } else {
@@ -479,6 +505,66 @@ mod tests {
             },
             version: 1,
         }
+    }
+
+    #[test]
+    fn user_names_freed_by_deletion_or_rename_may_be_taken_but_swaps_are_refused() {
+        let held_ids = vec![
+            held("1", "old", IdentityStatus::Active),
+            held("2", "gone", IdentityStatus::Active),
+        ];
+        let check = |csv: &str, missing: MissingUsers| {
+            let rows = parse(csv, MatchingKey::Email).unwrap();
+            let mut held_ids = held_ids.clone();
+            held_ids[0].attributes.email = Some("one@x".into());
+            held_ids[1].attributes.email = Some("two@x".into());
+            let plan = diff_users(&rows, &held_ids, MatchingKey::Email, missing);
+            check_user_names(&rows, &held_ids, &plan)
+        };
+        // "gone" leaves the list and is deleted: a new user may take the name.
+        assert!(
+            check(
+                "email,user_name
+one@x,old
+new@x,gone
+",
+                MissingUsers::Delete
+            )
+            .is_ok()
+        );
+        // Suspended, it keeps the name.
+        assert!(
+            check(
+                "email,user_name
+one@x,old
+new@x,gone
+",
+                MissingUsers::Suspend
+            )
+            .is_err()
+        );
+        // A rename frees the old name for a new user.
+        assert!(
+            check(
+                "email,user_name
+one@x,renamed
+two@x,gone
+new@x,old
+",
+                MissingUsers::Suspend
+            )
+            .is_ok()
+        );
+        // Two users swapping names would clash half-way.
+        let swap = check(
+            "email,user_name
+one@x,gone
+two@x,old
+",
+            MissingUsers::Suspend,
+        )
+        .unwrap_err();
+        assert_eq!(swap.errors[0].column.as_deref(), Some("user_name"));
     }
 
     #[test]

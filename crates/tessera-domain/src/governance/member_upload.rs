@@ -100,7 +100,7 @@ pub struct MemberRow {
 #[derive(Debug, Default)]
 pub struct RoleIndex {
     by_name: HashMap<String, Vec<String>>,
-    by_path: HashMap<String, String>,
+    by_path: HashMap<String, Vec<String>>,
 }
 
 impl RoleIndex {
@@ -113,18 +113,26 @@ impl RoleIndex {
                 .entry(fold(role.trim()))
                 .or_default()
                 .push(id.to_owned());
-            index.by_path.insert(
-                format!("{}/{}", fold(resource.trim()), fold(role.trim())),
-                id.to_owned(),
-            );
+            index
+                .by_path
+                .entry(format!("{}/{}", fold(resource.trim()), fold(role.trim())))
+                .or_default()
+                .push(id.to_owned());
         }
         index
     }
 
     fn resolve(&self, text: &str) -> Result<&str, String> {
         let key = fold(text.trim());
-        if let Some(id) = self.by_path.get(&key) {
-            return Ok(id);
+        match self.by_path.get(&key).map(Vec::as_slice) {
+            Some([id]) => return Ok(id),
+            Some(_) => {
+                return Err(format!(
+                    "{text:?} names roles of several resources with the same name; \
+                     rename one of those resources"
+                ));
+            }
+            None => {}
         }
         match self.by_name.get(&key).map(Vec::as_slice) {
             Some([id]) => Ok(id),
@@ -386,6 +394,8 @@ pub struct HeldGrant {
     pub identity_id: Option<String>,
     pub account_id: Option<String>,
     pub source: GrantSource,
+    /// Scheduled grants have not started: they do not explain access the file shows.
+    pub active: bool,
     pub ends_at: Option<i64>,
     pub version: i64,
 }
@@ -487,9 +497,10 @@ pub fn diff_members(
                 }
             }
             (GrantSource::External, _, None) => plan.grants_removed.push(g.clone()),
-            (_, Some(identity), _) => {
+            (_, Some(identity), _) if g.active => {
                 granted.insert((identity.as_str(), g.role_id.as_str()));
             }
+            (_, Some(_), _) => {}
             (_, None, _) => {}
         }
     }
@@ -660,6 +671,18 @@ mod tests {
     }
 
     #[test]
+    fn a_path_naming_roles_of_two_same_named_resources_is_refused() {
+        let roles = RoleIndex::new([("Admins", "member", "a"), ("admins", "member", "b")]);
+        assert!(
+            roles
+                .resolve("admins/member")
+                .unwrap_err()
+                .contains("several resources")
+        );
+        assert!(roles.resolve("member").is_err());
+    }
+
+    #[test]
     fn invalid_utf8_is_a_row_error() {
         let errors = parse_bytes(b"user,role\n\xff\xfe,editor\nok,editor\n").unwrap_err();
         assert_eq!(errors.errors[0].line, 2);
@@ -681,8 +704,8 @@ mod tests {
     struct Case {
         /// key index → (has account, account matched to its identity)
         accounts: Vec<(bool, bool)>,
-        /// (key, role, source is external, end)
-        grants: Vec<(usize, usize, bool, Option<i64>)>,
+        /// (key, role, source is external, end, started)
+        grants: Vec<(usize, usize, bool, Option<i64>, bool)>,
         /// (key, role, end)
         file: Vec<(usize, usize, Option<i64>)>,
     }
@@ -704,7 +727,16 @@ mod tests {
         let end = prop::option::of(0i64..3);
         (
             prop::collection::vec((any::<bool>(), any::<bool>()), keys),
-            prop::collection::vec((0..keys, 0..3usize, any::<bool>(), end.clone()), 0..12),
+            prop::collection::vec(
+                (
+                    0..keys,
+                    0..3usize,
+                    any::<bool>(),
+                    end.clone(),
+                    prop::bool::weighted(0.8),
+                ),
+                0..12,
+            ),
             prop::collection::vec((0..keys, 0..3usize, end), 0..14),
         )
             .prop_map(|(accounts, grants, file)| Case {
@@ -732,7 +764,7 @@ mod tests {
             }
         }
         let mut grants: Vec<HeldGrant> = Vec::new();
-        for (n, (k, r, external, end)) in case.grants.iter().enumerate() {
+        for (n, (k, r, external, end, started)) in case.grants.iter().enumerate() {
             let account = accounts.iter().find(|a| a.id == format!("a{k}"));
             if *external {
                 // External grants hang on accounts, one per (account, role).
@@ -750,6 +782,7 @@ mod tests {
                     identity_id: account.identity_id.clone(),
                     account_id: Some(account.id.clone()),
                     source: GrantSource::External,
+                    active: true,
                     ends_at: end.map(|e| NOW + e),
                     version: 1,
                 });
@@ -767,6 +800,7 @@ mod tests {
                     identity_id: Some(identity(*k)),
                     account_id: account.map(|a| a.id.clone()),
                     source: GrantSource::Api,
+                    active: *started,
                     ends_at: None,
                     version: 1,
                 });
@@ -845,6 +879,7 @@ mod tests {
                 identity_id: account.identity_id.clone(),
                 account_id: Some(account.id.clone()),
                 source: GrantSource::External,
+                active: true,
                 ends_at: *end,
                 version: 1,
             });
@@ -871,8 +906,10 @@ mod tests {
             prop_assert!(after.accounts.iter().all(|a| a.identity_id.is_some()));
 
             let identity_of = |k: &str| identities.get(&fold(k)).cloned();
+            // Only grants that have started explain access the file shows.
             let granted = |identity: &str, role: &str| after.grants.iter().any(|g| {
                 g.source != GrantSource::External
+                    && g.active
                     && g.identity_id.as_deref() == Some(identity)
                     && g.role_id == role
             });

@@ -170,12 +170,15 @@ fn check_live(grant: &Grant) -> Result<(), Refusal> {
 pub fn plan_extend(
     now: i64,
     identity: IdentityStatus,
+    app: &Application,
     grant: &Grant,
     durations: &DurationPolicy,
     new_end: i64,
 ) -> Result<i64, Refusal> {
     check_live(grant)?;
+    check_changeable_here(grant)?;
     check_identity(identity)?;
+    check_grantable(app)?;
     let Some(current_end) = grant.ends_at else {
         return Err(Refusal::InvalidPeriod(
             "the membership is permanent; there is nothing to extend".into(),
@@ -202,11 +205,14 @@ pub fn plan_extend(
 pub fn plan_renew(
     now: i64,
     identity: IdentityStatus,
+    app: &Application,
     grant: &Grant,
     durations: &DurationPolicy,
 ) -> Result<Option<i64>, Refusal> {
     check_live(grant)?;
+    check_changeable_here(grant)?;
     check_identity(identity)?;
+    check_grantable(app)?;
     let Some(current_end) = grant.ends_at else {
         return Err(Refusal::InvalidPeriod(
             "the membership is permanent; there is nothing to renew".into(),
@@ -219,14 +225,20 @@ pub fn plan_renew(
     Ok(Some(renewed.max(current_end)))
 }
 
-/// Whether a grant may be revoked through the memberships API. Grants that a group mapping or
-/// a birthright policy keeps would come straight back, so they are changed at their source.
+/// Whether a grant may be revoked through the memberships API.
 pub fn check_revocable(grant: &Grant) -> Result<(), Refusal> {
     check_live(grant)?;
+    check_changeable_here(grant)
+}
+
+/// Grants a group mapping or birthright policy keeps would come straight back, and `external`
+/// grants record what the application itself holds (its next member list or sync restores
+/// them): all are changed at their source, not through the memberships API.
+fn check_changeable_here(grant: &Grant) -> Result<(), Refusal> {
     match grant.source {
-        managed_by @ (GrantSource::GroupMapping | GrantSource::Birthright) => {
-            Err(Refusal::ManagedElsewhere { managed_by })
-        }
+        managed_by @ (GrantSource::GroupMapping
+        | GrantSource::Birthright
+        | GrantSource::External) => Err(Refusal::ManagedElsewhere { managed_by }),
         _ => Ok(()),
     }
 }
@@ -403,17 +415,56 @@ mod tests {
         let policy = week_policy();
         let end = NOW + 7 * DAY * 1000;
         assert_eq!(
-            plan_extend(NOW, IdentityStatus::Active, &g, &policy, end),
+            plan_extend(
+                NOW,
+                IdentityStatus::Active,
+                &app(ApplicationSettings::default()),
+                &g,
+                &policy,
+                end
+            ),
             Ok(end)
         );
-        let r = plan_extend(NOW, IdentityStatus::Active, &g, &policy, end + 1000).unwrap_err();
+        let r = plan_extend(
+            NOW,
+            IdentityStatus::Active,
+            &app(ApplicationSettings::default()),
+            &g,
+            &policy,
+            end + 1000,
+        )
+        .unwrap_err();
         assert_eq!(r.code(), "duration-not-allowed");
-        let r = plan_extend(NOW, IdentityStatus::Active, &g, &policy, NOW).unwrap_err();
+        let r = plan_extend(
+            NOW,
+            IdentityStatus::Active,
+            &app(ApplicationSettings::default()),
+            &g,
+            &policy,
+            NOW,
+        )
+        .unwrap_err();
         assert_eq!(r.code(), "invalid-period");
         let expired = grant(GrantStatus::Expired, GrantSource::Api, Some(NOW));
-        let r = plan_extend(NOW, IdentityStatus::Active, &expired, &policy, end).unwrap_err();
+        let r = plan_extend(
+            NOW,
+            IdentityStatus::Active,
+            &app(ApplicationSettings::default()),
+            &expired,
+            &policy,
+            end,
+        )
+        .unwrap_err();
         assert_eq!(r.code(), "membership-ended");
-        let r = plan_extend(NOW, IdentityStatus::Suspended, &g, &policy, end).unwrap_err();
+        let r = plan_extend(
+            NOW,
+            IdentityStatus::Suspended,
+            &app(ApplicationSettings::default()),
+            &g,
+            &policy,
+            end,
+        )
+        .unwrap_err();
         assert_eq!(r.code(), "identity-not-active");
     }
 
@@ -426,7 +477,13 @@ mod tests {
         );
         let policy = week_policy();
         assert_eq!(
-            plan_renew(NOW, IdentityStatus::Active, &g, &policy),
+            plan_renew(
+                NOW,
+                IdentityStatus::Active,
+                &app(ApplicationSettings::default()),
+                &g,
+                &policy
+            ),
             Ok(Some(NOW + DAY * 1000))
         );
         let long = grant(
@@ -435,11 +492,23 @@ mod tests {
             Some(NOW + 3 * DAY * 1000),
         );
         assert_eq!(
-            plan_renew(NOW, IdentityStatus::Active, &long, &policy),
+            plan_renew(
+                NOW,
+                IdentityStatus::Active,
+                &app(ApplicationSettings::default()),
+                &long,
+                &policy
+            ),
             Ok(Some(NOW + 3 * DAY * 1000))
         );
-        let r =
-            plan_renew(NOW, IdentityStatus::Active, &g, &DurationPolicy::default()).unwrap_err();
+        let r = plan_renew(
+            NOW,
+            IdentityStatus::Active,
+            &app(ApplicationSettings::default()),
+            &g,
+            &DurationPolicy::default(),
+        )
+        .unwrap_err();
         assert_eq!(r, Refusal::NoStandardDuration);
     }
 
@@ -451,6 +520,23 @@ mod tests {
         );
         let r = check_revocable(&grant(GrantStatus::Active, GrantSource::GroupMapping, None))
             .unwrap_err();
+        assert_eq!(r.code(), "membership-managed-elsewhere");
+        let external = grant(
+            GrantStatus::Active,
+            GrantSource::External,
+            Some(NOW + DAY * 1000),
+        );
+        let r = plan_renew(
+            NOW,
+            IdentityStatus::Active,
+            &app(ApplicationSettings::default()),
+            &external,
+            &week_policy(),
+        )
+        .unwrap_err();
+        assert_eq!(r.code(), "membership-managed-elsewhere");
+        let r =
+            check_revocable(&grant(GrantStatus::Active, GrantSource::External, None)).unwrap_err();
         assert_eq!(r.code(), "membership-managed-elsewhere");
         let r = check_revocable(&grant(GrantStatus::Revoked, GrantSource::Api, None)).unwrap_err();
         assert_eq!(r.code(), "membership-ended");

@@ -287,7 +287,10 @@ pub fn normalize_tags(tags: &[String]) -> Result<Vec<String>, InvalidInput> {
                 format!("each tag must be 1-{MAX_TAG_LEN} printable characters"),
             ));
         }
-        if !out.iter().any(|t| t.eq_ignore_ascii_case(tag)) {
+        if !out
+            .iter()
+            .any(|t| crate::directory::fold(t) == crate::directory::fold(tag))
+        {
             out.push(tag.to_owned());
         }
     }

@@ -32,6 +32,9 @@ pub enum ApiError {
     PreconditionFailed(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The body is over the route's limit (in bytes).
+    #[error("the request body exceeds {0} bytes")]
+    PayloadTooLarge(usize),
     /// A governance rule refused the change; `code` is the stable problem type.
     #[error("{detail}")]
     Refused { code: &'static str, detail: String },
@@ -160,6 +163,13 @@ impl IntoResponse for ApiError {
                 StatusCode::PRECONDITION_FAILED,
                 "precondition-failed",
                 &d,
+                rid,
+                None,
+            ),
+            ApiError::PayloadTooLarge(limit) => problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                &format!("The request body exceeds {limit} bytes."),
                 rid,
                 None,
             ),

@@ -13,6 +13,7 @@ use tessera_store::directory::MAX_PAGE;
 use utoipa::ToSchema;
 
 use super::ApiError;
+use crate::AppState;
 
 /// `Query` whose rejection is a problem document rather than axum's plain text. NUL is
 /// refused in every parameter: no value may carry one, and PostgreSQL cannot store it.
@@ -72,18 +73,22 @@ impl<S: Send + Sync> FromRequestParts<S> for ApiId {
 /// Strings carrying NUL are refused wherever they are: no field may hold one.
 pub struct ApiJson<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         if !media_type(req.headers()).is_some_and(|m| is_json(&m)) {
             return Err(ApiError::UnsupportedMediaType(
                 "the body must be JSON (Content-Type: application/json)".into(),
             ));
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(state.config.max_body_bytes)
+            } else {
+                ApiError::bad_request(e.body_text())
+            }
+        })?;
         json_body(&bytes).map(ApiJson)
     }
 }

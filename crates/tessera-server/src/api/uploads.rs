@@ -108,14 +108,16 @@ pub struct MemberUploadReport {
 
 /// Reads a body of any size up to the upload limit.
 pub async fn read_upload(state: &AppState, body: Body) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(body, state.config.max_upload_bytes)
-        .await
-        .map_err(|_| {
-            ApiError::bad_request(format!(
-                "the upload could not be read (at most {} bytes)",
-                state.config.max_upload_bytes
-            ))
-        })
+    let limit = state.config.max_upload_bytes;
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::PayloadTooLarge(limit)
+        } else {
+            ApiError::bad_request("the upload could not be read")
+        }
+    })
 }
 
 /// Every row error (up to 1000) as a problem.

@@ -758,6 +758,27 @@ async fn csv_member_uploads_record_access_report_drift_and_are_idempotent() {
         let again = upload(&api, &app_id, file, false).await;
         assert_eq!(again.body["changed"], false, "{}", again.body);
         assert_eq!(again.body["counts"]["unauthorised"], 2);
+        // Matching the unmatched account later gives its access to the identity.
+        let ghost_identity = identity(&server, "ghost").await;
+        let ghost_path = format!("/api/v1/accounts/{}", ghost["id"].as_str().unwrap());
+        let matched = api
+            .patch(&ghost_path, json!({"identity_id": ghost_identity}), None)
+            .await;
+        assert_eq!(matched.status, StatusCode::OK, "{}", matched.body);
+        let ghost_access = api
+            .get(&format!("/api/v1/memberships?identity_id={ghost_identity}"))
+            .await;
+        assert_eq!(ghost_access.body["items"].as_array().unwrap().len(), 1);
+        // External memberships are the application's to change, not the API's.
+        let ext_id = ghost_access.body["items"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let refused = api.delete(&format!("/api/v1/memberships/{ext_id}")).await;
+        assert_eq!(
+            refused.problem_type(),
+            "urn:tessera:problem:membership-managed-elsewhere"
+        );
         let audit_before = audit::list_after(&server.test_db.db, 0, 10_000)
             .await
             .unwrap()

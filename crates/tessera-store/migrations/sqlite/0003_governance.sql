@@ -107,8 +107,10 @@ CREATE INDEX accounts_identity ON accounts (identity_id);
 
 CREATE TABLE grants (
     id             TEXT PRIMARY KEY,
-    role_id        TEXT NOT NULL REFERENCES roles (id) ON DELETE CASCADE,
-    application_id TEXT NOT NULL REFERENCES applications (id) ON DELETE CASCADE,
+    -- No cascade: deleting a role or application deletes its ended grants explicitly first,
+    -- so a live grant (even one committed meanwhile) makes the delete fail instead of vanishing.
+    role_id        TEXT NOT NULL REFERENCES roles (id),
+    application_id TEXT NOT NULL REFERENCES applications (id),
     identity_id    TEXT REFERENCES identities (id),
     account_id     TEXT REFERENCES accounts (id) ON DELETE SET NULL,
     source         TEXT NOT NULL,

@@ -256,6 +256,9 @@ pub async fn update(
         }
         other => other?,
     };
+    if let (None, Some(identity)) = (&before.identity_id, &account.identity_id) {
+        super::member_upload::link_account_grants(tx, ctx, id, identity).await?;
+    }
     audit::record(
         tx,
         ctx.event("account.update", "account", Some(id))

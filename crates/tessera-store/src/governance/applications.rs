@@ -323,6 +323,48 @@ pub(crate) enum GrantScope<'a> {
     Role(&'a str),
 }
 
+/// Deletes the ended grants of an application, a resource subtree or a role, and then runs
+/// `delete` (the statement removing the item itself). A live grant committed meanwhile makes
+/// the delete fail on the foreign key: a conflict, never a silent loss.
+pub(crate) async fn delete_with_ended_grants(
+    tx: &mut Tx,
+    scope: GrantScope<'_>,
+    what: &str,
+    delete: &str,
+) -> StoreResult<()> {
+    let (ended, id) = match scope {
+        GrantScope::Application(id) => (
+            "DELETE FROM grants WHERE application_id = $1 AND status NOT IN ('scheduled', 'active')",
+            id,
+        ),
+        GrantScope::Role(id) => (
+            "DELETE FROM grants WHERE role_id = $1 AND status NOT IN ('scheduled', 'active')",
+            id,
+        ),
+        GrantScope::ResourceTree(id) => (
+            "WITH RECURSIVE tree (id) AS (SELECT id FROM resources WHERE id = $1 \
+             UNION ALL SELECT r.id FROM resources r JOIN tree t ON r.parent_id = t.id) \
+             DELETE FROM grants WHERE status NOT IN ('scheduled', 'active') AND role_id IN \
+             (SELECT ro.id FROM roles ro WHERE ro.resource_id IN (SELECT id FROM tree))",
+            id,
+        ),
+    };
+    let deleted = with_conn!(tx, |conn| {
+        sqlx::query(ended).bind(id).execute(&mut *conn).await?;
+        sqlx::query(sqlx::AssertSqlSafe(delete.to_owned()))
+            .bind(id)
+            .execute(&mut *conn)
+            .await
+            .map(|r| r.rows_affected())
+    });
+    match deleted {
+        Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => Err(StoreError::Conflict(
+            format!("{what} has live memberships; revoke them first"),
+        )),
+        other => other.map(|_| ()).map_err(StoreError::from),
+    }
+}
+
 pub(crate) fn has_live_grants(what: &str, count: i64) -> StoreError {
     StoreError::Conflict(format!(
         "{what} still has {count} live membership(s); revoke them first"
@@ -353,12 +395,13 @@ pub async fn delete(
         .await?
     });
     super::roles::check_not_required_outside(tx, super::roles::RoleSet::Application(id)).await?;
-    with_conn!(tx, |conn| {
-        sqlx::query("DELETE FROM applications WHERE id = $1")
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
-    });
+    delete_with_ended_grants(
+        tx,
+        GrantScope::Application(id),
+        "the application",
+        "DELETE FROM applications WHERE id = $1",
+    )
+    .await?;
     audit::record(
         tx,
         ctx.event("application.delete", "application", Some(id))

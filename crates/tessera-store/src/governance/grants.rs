@@ -479,10 +479,16 @@ pub async fn change(
             let role = roles::context_in(tx, &before.role_id).await?;
             let durations = role.effective_settings().durations.value;
             after.ends_at = match change {
-                Change::Extend { ends_at } => {
-                    membership::plan_extend(now, identity, &before, &durations, ends_at).map(Some)
-                }
-                _ => membership::plan_renew(now, identity, &before, &durations),
+                Change::Extend { ends_at } => membership::plan_extend(
+                    now,
+                    identity,
+                    &role.application,
+                    &before,
+                    &durations,
+                    ends_at,
+                )
+                .map(Some),
+                _ => membership::plan_renew(now, identity, &role.application, &before, &durations),
             }
             .map_err(StoreError::Refused)?;
             if matches!(change, Change::Extend { .. }) {

@@ -80,6 +80,7 @@ struct HeldGrantRow {
     identity_id: Option<String>,
     account_id: Option<String>,
     source: String,
+    status: String,
     ends_at: Option<i64>,
     version: i64,
 }
@@ -87,7 +88,7 @@ struct HeldGrantRow {
 async fn held_grants(db: &Db, application_id: &str) -> StoreResult<Vec<HeldGrant>> {
     let rows: Vec<HeldGrantRow> = with_pool!(db, |pool| {
         sqlx::query_as(
-            "SELECT id, role_id, identity_id, account_id, source, ends_at, version FROM grants \
+            "SELECT id, role_id, identity_id, account_id, source, status, ends_at, version FROM grants \
              WHERE application_id = $1 AND status IN ('scheduled', 'active') ORDER BY id",
         )
         .bind(application_id)
@@ -100,6 +101,7 @@ async fn held_grants(db: &Db, application_id: &str) -> StoreResult<Vec<HeldGrant
                 source: GrantSource::parse(&r.source).ok_or_else(|| {
                     StoreError::Corrupt(format!("unknown grant source {:?}", r.source))
                 })?,
+                active: r.status == GrantStatus::Active.as_str(),
                 id: r.id,
                 role_id: r.role_id,
                 identity_id: r.identity_id,
@@ -297,7 +299,9 @@ async fn apply_step(
                 .map(|r| r.rows_affected())
             });
             match inserted {
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(sqlx::Error::Database(e))
+                    if e.is_unique_violation() || e.is_foreign_key_violation() =>
+                {
                     return Err(changed_meanwhile());
                 }
                 other => other?,
@@ -328,6 +332,7 @@ async fn apply_step(
             if updated == 0 {
                 return Err(changed_meanwhile());
             }
+            link_account_grants(tx, ctx, &account.id, identity).await?;
             audit::record(
                 tx,
                 ctx.event("account.update", "account", Some(&account.id))
@@ -431,7 +436,9 @@ async fn apply_step(
                 .map(|r| r.rows_affected())
             });
             match inserted {
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(sqlx::Error::Database(e))
+                    if e.is_unique_violation() || e.is_foreign_key_violation() =>
+                {
                     return Err(changed_meanwhile());
                 }
                 other => other?,
@@ -475,6 +482,42 @@ async fn apply_step(
             )
             .await?;
         }
+    }
+    Ok(())
+}
+
+/// An account now matched to an identity: its live grants (recorded while it was unmatched)
+/// belong to that identity too, so reviews and lists by identity see them.
+pub(crate) async fn link_account_grants(
+    tx: &mut Tx,
+    ctx: &ChangeContext,
+    account_id: &str,
+    identity_id: &str,
+) -> StoreResult<()> {
+    let now = tx.now();
+    let linked: Vec<String> = with_conn!(tx, |conn| {
+        sqlx::query_scalar(
+            "UPDATE grants SET identity_id = $1, version = version + 1, updated_at = $2 \
+             WHERE account_id = $3 AND identity_id IS NULL \
+             AND status IN ('scheduled', 'active') RETURNING id",
+        )
+        .bind(identity_id)
+        .bind(now)
+        .bind(account_id)
+        .fetch_all(&mut *conn)
+        .await?
+    });
+    for id in linked {
+        audit::record(
+            tx,
+            ctx.event("membership.update", "membership", Some(&id))
+                .with_details(json!({
+                    "before": {"identity_id": null},
+                    "after": {"identity_id": identity_id},
+                    "reason": "its account was matched to the identity",
+                })),
+        )
+        .await?;
     }
     Ok(())
 }

@@ -441,12 +441,13 @@ pub async fn delete(
         return Err(has_live_grants("the resource", live));
     }
     check_not_required_outside(tx, RoleSet::ResourceTree(id)).await?;
-    with_conn!(tx, |conn| {
-        sqlx::query("DELETE FROM resources WHERE id = $1")
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
-    });
+    applications::delete_with_ended_grants(
+        tx,
+        GrantScope::ResourceTree(id),
+        "the resource",
+        "DELETE FROM resources WHERE id = $1",
+    )
+    .await?;
     audit::record(
         tx,
         ctx.event("resource.delete", "resource", Some(id))

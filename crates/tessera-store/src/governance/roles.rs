@@ -515,12 +515,13 @@ pub async fn delete(
         return Err(has_live_grants("the role", live));
     }
     check_not_required_outside(tx, RoleSet::Role(id)).await?;
-    with_conn!(tx, |conn| {
-        sqlx::query("DELETE FROM roles WHERE id = $1")
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
-    });
+    applications::delete_with_ended_grants(
+        tx,
+        GrantScope::Role(id),
+        "the role",
+        "DELETE FROM roles WHERE id = $1",
+    )
+    .await?;
     audit::record(
         tx,
         ctx.event("role.delete", "role", Some(id))
