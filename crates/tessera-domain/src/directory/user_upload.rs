@@ -353,9 +353,10 @@ pub fn diff_users(
         }
     }
     for h in held {
-        if !seen.contains(h.id.as_str())
-            && !(missing == MissingUsers::Suspend && h.status == IdentityStatus::Suspended)
-        {
+        let in_list = seen.contains(h.id.as_str());
+        let already_suspended =
+            missing == MissingUsers::Suspend && h.status == IdentityStatus::Suspended;
+        if !in_list && !already_suspended {
             plan.missing.push(h.clone());
         }
     }
