@@ -712,7 +712,7 @@ mod tests {
 
     fn key(i: usize) -> String {
         // Vary case so folding matters.
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             format!("User{i}")
         } else {
             format!("user{i}")

@@ -394,7 +394,7 @@ mod tests {
             kind: PrincipalKind::Group,
             id: crate::ids::new_id(),
         };
-        assert!(validate_maintainers(&[m.clone()]).is_ok());
+        assert!(validate_maintainers(std::slice::from_ref(&m)).is_ok());
         let bad = Principal {
             kind: PrincipalKind::Group,
             id: "g".into(),
