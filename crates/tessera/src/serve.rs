@@ -49,6 +49,7 @@ pub async fn run(config: Config, banner: Option<Banner>) -> anyhow::Result<ExitC
         }
     }
 
+    let shutdown = shutdown_signal()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -70,7 +71,7 @@ pub async fn run(config: Config, banner: Option<Banner>) -> anyhow::Result<ExitC
     if let Some(banner) = banner {
         banner(&base_url);
     }
-    tessera_server::serve(listener, tessera_server::app(state), shutdown_signal()).await?;
+    tessera_server::serve(listener, tessera_server::app(state), shutdown).await?;
 
     tracing::info!("shutting down: finishing background work");
     let _ = stop_tx.send(true);
@@ -87,25 +88,29 @@ pub async fn run(config: Config, banner: Option<Banner>) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Installs the SIGINT (Ctrl-C) and SIGTERM handlers at once, and returns a future that
+/// resolves when either arrives. Installed before the server says it is listening, so a
+/// signal sent as soon as that line appears is never missed (the default action would kill
+/// the process without draining its work).
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
+            tracing::info!("shutdown signal received");
+        })
     }
-    tracing::info!("shutdown signal received");
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutdown signal received");
+        })
+    }
 }
