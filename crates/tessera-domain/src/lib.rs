@@ -8,6 +8,7 @@ mod macros;
 
 pub mod audit;
 pub mod clock;
+pub mod csv_file;
 pub mod directory;
 pub mod governance;
 pub mod ids;

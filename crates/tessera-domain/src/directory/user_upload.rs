@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::{IdentityAttributes, IdentityStatus, MatchingKey, fold};
-use crate::governance::member_upload::{LineCounter, MAX_ROWS, RowErrors};
+use crate::csv_file::{CsvFile, RowErrors};
 
 string_enum! {
     /// What happens to identities a full user list no longer contains.
@@ -77,31 +77,22 @@ fn key_value(key: MatchingKey, attributes: &IdentityAttributes) -> Option<&str> 
 
 /// Reads a CSV user list (UTF-8, optional BOM, CRLF or LF, RFC 4180 quoting).
 pub fn read_csv(body: &[u8], key: MatchingKey) -> Result<Vec<(u64, RawUser)>, RowErrors> {
-    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .from_reader(body);
     let mut errors = RowErrors::default();
-    let header_text: Vec<String> = match reader.headers() {
-        Ok(h) => h.iter().map(|h| fold(h.trim())).collect(),
-        Err(e) => {
-            errors.push(1, None, format!("unreadable header: {e}"));
-            return Err(errors);
-        }
+    let Some(file) = CsvFile::open(body, &mut errors) else {
+        return Err(errors);
     };
-    for (i, h) in header_text.iter().enumerate() {
+    for (i, h) in file.headers.iter().enumerate() {
         if !COLUMNS.contains(&h.as_str()) {
             errors.push(
                 1,
                 Some(h),
                 format!("unknown column; the columns are {}", COLUMNS.join(", ")),
             );
-        } else if header_text[..i].contains(h) {
+        } else if file.headers[..i].contains(h) {
             errors.push(1, Some(h), "the column appears twice");
         }
     }
-    if !header_text.iter().any(|h| h == key_column(key)) {
+    if !file.headers.iter().any(|h| h == key_column(key)) {
         errors.push(
             1,
             Some(key_column(key)),
@@ -114,36 +105,9 @@ pub fn read_csv(body: &[u8], key: MatchingKey) -> Result<Vec<(u64, RawUser)>, Ro
     if !errors.is_empty() {
         return Err(errors);
     }
-    let headers: Vec<&'static str> = header_text.iter().filter_map(|h| column_name(h)).collect();
+    let headers: Vec<&'static str> = file.headers.iter().filter_map(|h| column_name(h)).collect();
     let mut rows = Vec::new();
-    let mut record = csv::StringRecord::new();
-    let mut lines = LineCounter::new(body);
-    loop {
-        let at = reader.position().byte();
-        match reader.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => {
-                let line = lines.line_at(e.position().map_or(at, |p| p.byte()));
-                errors.push(line, None, format!("unreadable row: {e}"));
-                if matches!(e.kind(), csv::ErrorKind::Utf8 { .. }) {
-                    continue;
-                }
-                break;
-            }
-        }
-        let line = lines.line_at(record.position().map_or(at, |p| p.byte()));
-        if record.iter().all(|f| f.trim().is_empty()) {
-            continue;
-        }
-        if rows.len() >= MAX_ROWS {
-            errors.push(
-                line,
-                None,
-                format!("a list may hold at most {MAX_ROWS} users"),
-            );
-            break;
-        }
+    file.for_each(&mut errors, |line, record| {
         let user: RawUser = headers
             .iter()
             .zip(record.iter())
@@ -151,7 +115,7 @@ pub fn read_csv(body: &[u8], key: MatchingKey) -> Result<Vec<(u64, RawUser)>, Ro
             .map(|(h, v)| (*h, v.trim().to_owned()))
             .collect();
         rows.push((line, user));
-    }
+    });
     if errors.is_empty() {
         Ok(rows)
     } else {

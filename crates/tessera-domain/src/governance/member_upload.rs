@@ -10,12 +10,9 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::GrantSource;
+use crate::csv_file::CsvFile;
+pub use crate::csv_file::{MAX_ROW_ERRORS, MAX_ROWS, RowError, RowErrors};
 use crate::directory::{InvalidInput, MatchingKey, fold};
-
-/// At most this many row errors are reported (the count of all of them is always given).
-pub const MAX_ROW_ERRORS: usize = 1000;
-/// At most this many rows per upload.
-pub const MAX_ROWS: usize = 1_000_000;
 
 /// How an application's member file is laid out, and how its user keys find identities.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,15 +65,6 @@ impl MemberFormat {
         }
         Ok(())
     }
-}
-
-/// One problem with one row (line 1 is the header of a CSV file; JSON members count from 1).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct RowError {
-    pub line: u64,
-    pub column: Option<String>,
-    pub reason: String,
 }
 
 /// A member as given, before it is checked.
@@ -164,51 +152,14 @@ pub fn parse_end_date(text: &str) -> Result<i64, String> {
     }
 }
 
-/// Collects row errors, keeping the first [`MAX_ROW_ERRORS`] and counting all.
-#[derive(Debug, Default)]
-pub struct RowErrors {
-    pub errors: Vec<RowError>,
-    pub total: usize,
-}
-
-impl RowErrors {
-    pub fn push(&mut self, line: u64, column: Option<&str>, reason: impl Into<String>) {
-        self.total += 1;
-        if self.errors.len() < MAX_ROW_ERRORS {
-            self.errors.push(RowError {
-                line,
-                column: column.map(str::to_owned),
-                reason: reason.into(),
-            });
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.total == 0
-    }
-}
-
 /// Reads a CSV member file (UTF-8, optional BOM, CRLF or LF, RFC 4180 quoting) into raw rows
 /// numbered by line. Header problems are reported at line 1.
 pub fn read_csv(body: &[u8], format: &MemberFormat) -> Result<Vec<(u64, RawMember)>, RowErrors> {
-    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .from_reader(body);
     let mut errors = RowErrors::default();
-    let headers = match reader.headers() {
-        Ok(h) => h.clone(),
-        Err(e) => {
-            errors.push(1, None, format!("unreadable header: {e}"));
-            return Err(errors);
-        }
+    let Some(file) = CsvFile::open(body, &mut errors) else {
+        return Err(errors);
     };
-    let position = |name: &str| {
-        headers
-            .iter()
-            .position(|h| fold(h.trim()) == fold(name.trim()))
-    };
+    let position = |name: &str| file.headers.iter().position(|h| *h == fold(name.trim()));
     let user = position(&format.user_column);
     let role = position(&format.role_column);
     let end = position(&format.end_date_column);
@@ -221,37 +172,7 @@ pub fn read_csv(body: &[u8], format: &MemberFormat) -> Result<Vec<(u64, RawMembe
         return Err(errors);
     };
     let mut rows = Vec::new();
-    let mut record = csv::StringRecord::new();
-    // Line numbers are counted here from byte offsets: the csv crate's own count is off by one
-    // after a CRLF header.
-    let mut lines = LineCounter::new(body);
-    loop {
-        let at = reader.position().byte();
-        match reader.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => {
-                let line = lines.line_at(e.position().map_or(at, |p| p.byte()));
-                errors.push(line, None, format!("unreadable row: {e}"));
-                // A row that is not UTF-8 is skipped; other errors end the file.
-                if matches!(e.kind(), csv::ErrorKind::Utf8 { .. }) {
-                    continue;
-                }
-                break;
-            }
-        }
-        let line = lines.line_at(record.position().map_or(at, |p| p.byte()));
-        if record.iter().all(|f| f.trim().is_empty()) {
-            continue;
-        }
-        if rows.len() >= MAX_ROWS {
-            errors.push(
-                line,
-                None,
-                format!("a file may hold at most {MAX_ROWS} rows"),
-            );
-            break;
-        }
+    file.for_each(&mut errors, |line, record| {
         let cell = |i: usize| record.get(i).unwrap_or("").to_owned();
         rows.push((
             line,
@@ -261,45 +182,11 @@ pub fn read_csv(body: &[u8], format: &MemberFormat) -> Result<Vec<(u64, RawMembe
                 end_date: end.map(cell).filter(|s| !s.trim().is_empty()),
             },
         ));
-    }
+    });
     if errors.is_empty() {
         Ok(rows)
     } else {
         Err(errors)
-    }
-}
-
-/// Turns byte offsets into 1-based line numbers, for offsets that only grow.
-pub struct LineCounter<'a> {
-    body: &'a [u8],
-    offset: usize,
-    line: u64,
-}
-
-impl<'a> LineCounter<'a> {
-    pub fn new(body: &'a [u8]) -> Self {
-        LineCounter {
-            body,
-            offset: 0,
-            line: 1,
-        }
-    }
-
-    /// The line a record starting at `byte` is on. The reader may place a record's start on
-    /// the line ends before it (after a CR, or on skipped empty lines); those are stepped over.
-    pub fn line_at(&mut self, byte: u64) -> u64 {
-        let mut to = (byte as usize).min(self.body.len());
-        while to < self.body.len() && matches!(self.body[to], b'\r' | b'\n') {
-            to += 1;
-        }
-        if to > self.offset {
-            self.line += self.body[self.offset..to]
-                .iter()
-                .filter(|b| **b == b'\n')
-                .count() as u64;
-            self.offset = to;
-        }
-        self.line
     }
 }
 

@@ -18,11 +18,9 @@ use utoipa::ToSchema;
 use axum::response::IntoResponse;
 
 use super::extract::{ApiId, ApiJson, ApiQuery, is_json, json_body, media_type};
-use super::uploads::{UploadQuery, invalid_rows, read_upload};
+use super::uploads::{REPORT_ITEMS, UploadQuery, invalid_rows, read_upload};
 use super::{AdminCaller, ApiError, change_context};
 use crate::{AppState, rfc3339};
-
-const REPORT_ITEMS: usize = 1000;
 
 #[derive(Serialize, ToSchema)]
 pub struct DataSourceView {

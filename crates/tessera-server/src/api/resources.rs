@@ -201,8 +201,8 @@ pub async fn create_resource(
     };
     let mut tx = state.db.begin().await?;
     let resource = resources::create(&mut tx, &change_context(&caller), new).await?;
+    let effective = resources::effective_settings_in(&mut tx, &resource).await?;
     tx.commit().await?;
-    let effective = resources::effective_settings(&state.db, &resource).await?;
     let location = format!("/api/v1/resources/{}", resource.id);
     Ok(created(
         &location,
@@ -284,8 +284,8 @@ pub async fn update_resource(
         Ok(())
     })
     .await?;
+    let effective = resources::effective_settings_in(&mut tx, &resource).await?;
     tx.commit().await?;
-    let effective = resources::effective_settings(&state.db, &resource).await?;
     Ok(versioned(
         StatusCode::OK,
         resource.version,

@@ -174,10 +174,8 @@ pub async fn create_role(
     };
     let mut tx = state.db.begin().await?;
     let role = roles::create(&mut tx, &change_context(&caller), new).await?;
+    let effective = roles::effective_settings_in(&mut tx, &role.id).await?;
     tx.commit().await?;
-    let effective = roles::context(&state.db, &role.id)
-        .await?
-        .effective_settings();
     let location = format!("/api/v1/roles/{}", role.id);
     Ok(created(
         &location,
@@ -252,10 +250,8 @@ pub async fn update_role(
         Ok(())
     })
     .await?;
+    let effective = roles::effective_settings_in(&mut tx, &role.id).await?;
     tx.commit().await?;
-    let effective = roles::context(&state.db, &role.id)
-        .await?
-        .effective_settings();
     Ok(versioned(
         StatusCode::OK,
         role.version,

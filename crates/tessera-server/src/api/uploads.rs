@@ -20,7 +20,7 @@ use super::{AdminCaller, ApiError, change_context};
 use crate::{AppState, rfc3339};
 
 /// Items listed per kind of change in a report; the counts are always complete.
-const REPORT_ITEMS: usize = 1000;
+pub const REPORT_ITEMS: usize = 1000;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

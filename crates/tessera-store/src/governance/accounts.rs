@@ -249,11 +249,7 @@ pub async fn update(
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
             return Err(key_taken(&account.user_key));
         }
-        Ok(0) => {
-            return Err(StoreError::VersionMismatch {
-                current: before.version + 1,
-            });
-        }
+        Ok(0) => return Err(super::lost_race(expected_version, before.version)),
         other => other?,
     };
     if let (None, Some(identity)) = (&before.identity_id, &account.identity_id) {

@@ -272,11 +272,7 @@ pub async fn update(
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
             return Err(name_taken(&app.name));
         }
-        Ok(0) => {
-            return Err(StoreError::VersionMismatch {
-                current: before.version + 1,
-            });
-        }
+        Ok(0) => return Err(super::lost_race(expected_version, before.version)),
         other => other?,
     };
     audit::record(

@@ -503,7 +503,14 @@ pub async fn change(
     }
     after.version = before.version + 1;
     after.updated_at = now;
-    write_change(tx, &after, before.version).await?;
+    write_change(tx, &after, before.version)
+        .await
+        .map_err(|e| match e {
+            StoreError::VersionMismatch { .. } => {
+                super::lost_race(expected_version, before.version)
+            }
+            other => other,
+        })?;
     audit::record(
         tx,
         ctx.event(action, "membership", Some(id))

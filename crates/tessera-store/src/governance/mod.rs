@@ -80,6 +80,19 @@ pub(crate) fn check_version(expected: Option<i64>, current: i64) -> StoreResult<
     }
 }
 
+/// A versioned write that found the row changed since it was read: with `If-Match` the
+/// caller's version is stale (412); without, another writer was faster (409, try again).
+pub(crate) fn lost_race(expected_version: Option<i64>, read_version: i64) -> StoreError {
+    match expected_version {
+        Some(_) => StoreError::VersionMismatch {
+            current: read_version + 1,
+        },
+        None => StoreError::Conflict(
+            "the item changed while this request was applied; read it and try again".into(),
+        ),
+    }
+}
+
 /// How an actor is written into `granted_by` and `ended_by`: `kind:id` (or just `kind`).
 pub(crate) fn actor_ref(ctx: &ChangeContext) -> String {
     match &ctx.actor.id {

@@ -282,6 +282,16 @@ pub async fn effective_settings(db: &Db, resource: &Resource) -> StoreResult<Eff
     Ok(settings::resolve(&app, &chain, None))
 }
 
+/// The same, read inside a write transaction (so a response shows what that transaction wrote).
+pub async fn effective_settings_in(
+    tx: &mut Tx,
+    resource: &Resource,
+) -> StoreResult<EffectiveSettings> {
+    let app = applications::get_in(tx, &resource.application_id).await?;
+    let chain = chain_in(tx, &resource.id).await?;
+    Ok(settings::resolve(&app, &chain, None))
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ResourceFilter {
     pub application_id: Option<String>,
@@ -404,11 +414,7 @@ pub async fn update(
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
             return Err(name_taken(&r.name));
         }
-        Ok(0) => {
-            return Err(StoreError::VersionMismatch {
-                current: before.version + 1,
-            });
-        }
+        Ok(0) => return Err(super::lost_race(expected_version, before.version)),
         other => other?,
     };
     if r.tags != before.tags {

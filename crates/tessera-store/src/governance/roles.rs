@@ -348,6 +348,11 @@ pub(crate) async fn context_in(tx: &mut Tx, id: &str) -> StoreResult<RoleContext
     })
 }
 
+/// A role's effective settings, read inside a write transaction.
+pub async fn effective_settings_in(tx: &mut Tx, id: &str) -> StoreResult<EffectiveSettings> {
+    Ok(context_in(tx, id).await?.effective_settings())
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct RoleFilter {
     pub application_id: Option<String>,
@@ -431,11 +436,7 @@ pub async fn update(
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
             return Err(name_taken(&role.name));
         }
-        Ok(0) => {
-            return Err(StoreError::VersionMismatch {
-                current: before.version + 1,
-            });
-        }
+        Ok(0) => return Err(super::lost_race(expected_version, before.version)),
         other => other?,
     };
     if role.prerequisite_role_ids != before.prerequisite_role_ids {
