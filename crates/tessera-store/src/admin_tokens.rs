@@ -189,15 +189,36 @@ pub async fn authenticate(db: &Db, presented: &str) -> StoreResult<Option<AdminT
         created_at: i64,
         revoked_at: Option<i64>,
     }
-    let row: Option<Row> = with_pool!(db, |pool| {
-        sqlx::query_as(
-            "SELECT id, label, token_digest, created_at, revoked_at FROM admin_tokens \
-             WHERE token_digest = $1 AND revoked_at IS NULL",
-        )
-        .bind(&digest)
-        .fetch_optional(pool)
-        .await?
-    });
+    const SQL: &str = "SELECT id, label, token_digest, created_at, revoked_at FROM admin_tokens \
+         WHERE token_digest = $1 AND revoked_at IS NULL";
+    // Every API request comes here first: on SQLite it takes the direct read path.
+    let row: Option<Row> = match db.sqlite_readers() {
+        Some(readers) => {
+            let digest = digest.clone();
+            readers
+                .read(move |conn| {
+                    let mut stmt = conn.prepare_cached(SQL)?;
+                    let mut rows = stmt.query([&digest])?;
+                    let Some(r) = rows.next()? else {
+                        return Ok(None);
+                    };
+                    Ok(Some(Row {
+                        id: r.get(0)?,
+                        label: r.get(1)?,
+                        token_digest: r.get(2)?,
+                        created_at: r.get(3)?,
+                        revoked_at: r.get(4)?,
+                    }))
+                })
+                .await?
+        }
+        None => with_pool!(db, |pool| {
+            sqlx::query_as(SQL)
+                .bind(&digest)
+                .fetch_optional(pool)
+                .await?
+        }),
+    };
     Ok(row
         .filter(|r| secret::digests_match(&r.token_digest, &digest))
         .map(|r| AdminToken {
