@@ -5,6 +5,8 @@ pub mod user_upload;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::governance::group_mapping::PlatformRoleDecision;
+
 string_enum! {
     /// Lifecycle state of an identity. Suspended identities (SCIM `active=false`, a leaver)
     /// keep their record and history; deleted ones are kept as tombstones for the audit trail.
@@ -67,6 +69,9 @@ pub struct Identity {
     pub status: IdentityStatus,
     #[serde(flatten)]
     pub attributes: IdentityAttributes,
+    /// The platform role the identity's mapped groups give; `None`: it is in no group mapped to
+    /// a platform role, so its data source's default applies.
+    pub platform_role: Option<PlatformRoleDecision>,
     /// Bumped on every change; the basis of SCIM `meta.version` ETags.
     pub version: i64,
     pub created_at: i64,

@@ -6,8 +6,10 @@ use tessera_domain::directory::{
     DataSource, DataSourceKind, Group, GroupAttributes, GroupMember, Identity, IdentityAttributes,
     IdentityKind, IdentityStatus, MatchingKey, MemberKind, fold, validate_data_source_name,
 };
+use tessera_domain::governance::group_mapping::{PlatformRole, PlatformRoleDecision};
 use tessera_domain::ids::new_id;
 
+use crate::governance::group_access;
 use crate::{ChangeContext, Db, StoreError, StoreResult, Tx, audit, with_conn, with_pool};
 
 /// Largest page any list returns.
@@ -110,6 +112,27 @@ pub async fn create_data_source(
     Ok(ds)
 }
 
+/// Settings that are present must hold a value this version understands.
+fn validate_data_source_settings(settings: &Value) -> StoreResult<()> {
+    use tessera_domain::governance::group_mapping::{PlatformRole, PlatformRolePrecedence};
+    let check = |key: &'static str, known: &dyn Fn(&str) -> bool| match settings.get(key) {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(v)) if known(v) => Ok(()),
+        Some(other) => Err(StoreError::from(
+            tessera_domain::directory::InvalidInput::new(
+                key,
+                format!("{other} is not a known value"),
+            ),
+        )),
+    };
+    check("platform_role_precedence", &|v| {
+        PlatformRolePrecedence::parse(v).is_some()
+    })?;
+    check("default_platform_role", &|v| {
+        PlatformRole::parse(v).is_some()
+    })
+}
+
 /// Renames a data source and/or replaces its settings, with an audit entry.
 pub async fn update_data_source(
     tx: &mut Tx,
@@ -130,6 +153,7 @@ pub async fn update_data_source(
     let mut after = before.clone();
     change(&mut after)?;
     after.name = after.name.trim().to_owned();
+    validate_data_source_settings(&after.settings)?;
     validate_data_source_name(&after.name)?;
     if after == before {
         return Ok(before);
@@ -174,6 +198,14 @@ pub async fn update_data_source(
             })),
     )
     .await?;
+    // A new precedence may pick other roles for people in several mapped groups. (A new
+    // default needs nothing: identities in no mapped group store none and follow it.)
+    if group_access::platform_role_precedence(&after.settings)
+        != group_access::platform_role_precedence(&before.settings)
+    {
+        let mapped = group_access::mapped_identities(tx, id).await?;
+        group_access::reevaluate_always(tx, ctx, id, &mapped).await?;
+    }
     Ok(after)
 }
 
@@ -230,6 +262,8 @@ pub(crate) struct IdentityRow {
     job_title: Option<String>,
     manager_id: Option<String>,
     source_doc: Option<String>,
+    platform_role: Option<String>,
+    platform_role_mapping_id: Option<String>,
     version: i64,
     created_at: i64,
     updated_at: i64,
@@ -237,7 +271,7 @@ pub(crate) struct IdentityRow {
 
 pub(crate) const IDENTITY_COLUMNS: &str = "id, data_source_id, kind, status, user_name, external_id, display_name, \
      given_name, family_name, email, employee_number, department, job_title, manager_id, source_doc, \
-     version, created_at, updated_at";
+     platform_role, platform_role_mapping_id, version, created_at, updated_at";
 
 impl TryFrom<IdentityRow> for Identity {
     type Error = StoreError;
@@ -259,6 +293,14 @@ impl TryFrom<IdentityRow> for Identity {
                 job_title: r.job_title,
                 manager_id: r.manager_id,
                 source_doc: r.source_doc.as_deref().map(parse_json).transpose()?,
+            },
+            platform_role: match r.platform_role {
+                Some(role) => Some(PlatformRoleDecision {
+                    role: PlatformRole::parse(&role)
+                        .ok_or_else(|| corrupt("identities.platform_role", &role))?,
+                    mapping_id: r.platform_role_mapping_id,
+                }),
+                None => None,
             },
             id: r.id,
             data_source_id: r.data_source_id,
@@ -289,6 +331,7 @@ pub async fn create_identity(
         kind,
         status: IdentityStatus::Active,
         attributes: attrs,
+        platform_role: None,
         version: 1,
         created_at: tx.now(),
         updated_at: tx.now(),
@@ -412,6 +455,9 @@ pub async fn update_identity(
             })),
     )
     .await?;
+    if before.status != IdentityStatus::Active {
+        group_access::reevaluate(tx, ctx, data_source_id, std::slice::from_ref(&before.id)).await?;
+    }
     Ok(())
 }
 
@@ -458,28 +504,29 @@ pub async fn set_identity_status(
     status: IdentityStatus,
 ) -> StoreResult<()> {
     let now = tx.now();
-    let updated = with_conn!(tx, |conn| {
-        sqlx::query(
+    let data_source_id: Option<String> = with_conn!(tx, |conn| {
+        sqlx::query_scalar(
             "UPDATE identities SET status = $1, version = version + 1, updated_at = $2 \
-             WHERE id = $3 AND status <> 'deleted' AND status <> $1",
+             WHERE id = $3 AND status <> 'deleted' AND status <> $1 RETURNING data_source_id",
         )
         .bind(status.as_str())
         .bind(now)
         .bind(id)
-        .execute(&mut *conn)
+        .fetch_optional(&mut *conn)
         .await?
-        .rows_affected()
     });
-    if updated == 0 {
+    let Some(data_source_id) = data_source_id else {
         return Ok(());
-    }
+    };
     audit::record(
         tx,
         ctx.event("identity.set_status", "identity", Some(id))
+            .with_data_source(&data_source_id)
             .with_details(json!({"status": status})),
     )
     .await?;
-    Ok(())
+    // What group mappings gave ends with suspension and comes back with restoration.
+    group_access::reevaluate(tx, ctx, &data_source_id, &[id.to_owned()]).await
 }
 
 pub async fn get_identity(db: &Db, id: &str) -> StoreResult<Identity> {
@@ -719,6 +766,7 @@ pub async fn add_group_member(
             .with_details(json!({"member_kind": member_kind, "member_id": member_id})),
     )
     .await?;
+    group_access::after_member_change(tx, ctx, group_id, &[member_id.to_owned()]).await?;
     Ok(true)
 }
 
@@ -759,6 +807,7 @@ pub async fn remove_group_member(
             .with_details(json!({"member_kind": member_kind, "member_id": member_id})),
     )
     .await?;
+    group_access::after_member_change(tx, ctx, group_id, &[member_id.to_owned()]).await?;
     Ok(true)
 }
 

@@ -1136,3 +1136,6 @@ async fn verify_flags_entries_beyond_the_head_but_not_live_appends() {
 
 #[path = "store/governance.rs"]
 mod governance;
+
+#[path = "store/group_mappings.rs"]
+mod group_mappings;

@@ -6,6 +6,7 @@
 //! resolves the effective value and says where it came from. [`membership`] holds the rules
 //! for granting, extending, renewing and revoking.
 
+pub mod group_mapping;
 pub mod member_upload;
 pub mod membership;
 pub mod settings;

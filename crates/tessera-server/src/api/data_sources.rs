@@ -12,6 +12,8 @@ use tessera_domain::directory::user_upload::{
     self, MissingUsers, RawUser, UserCounts, check_user_names, check_users, diff_users,
 };
 use tessera_domain::directory::{DataSource, DataSourceKind, MatchingKey};
+use tessera_domain::governance::group_mapping::{PlatformRole, PlatformRolePrecedence};
+use tessera_store::governance::group_access::{default_platform_role, platform_role_precedence};
 use tessera_store::{directory, user_upload as store};
 use utoipa::ToSchema;
 
@@ -30,6 +32,10 @@ pub struct DataSourceView {
     matching_key: MatchingKey,
     /// CSV sources: what a user list upload does to identities it lacks.
     missing_users: MissingUsers,
+    /// How one platform role is picked for a person in several mapped groups.
+    platform_role_precedence: PlatformRolePrecedence,
+    /// The platform role of identities in no group mapped to one.
+    default_platform_role: PlatformRole,
     #[schema(format = DateTime)]
     created_at: String,
     #[schema(format = DateTime)]
@@ -40,6 +46,8 @@ impl From<DataSource> for DataSourceView {
     fn from(d: DataSource) -> Self {
         DataSourceView {
             missing_users: store::missing_users(&d),
+            platform_role_precedence: platform_role_precedence(&d.settings),
+            default_platform_role: default_platform_role(&d.settings),
             id: d.id,
             name: d.name,
             kind: d.kind,
@@ -64,6 +72,11 @@ pub struct DataSourceCreate {
     matching_key: MatchingKey,
     /// CSV sources: suspend (default), delete or ignore identities a user list lacks.
     missing_users: Option<MissingUsers>,
+    /// `priority` (default): the mapping with the lowest priority wins; `most_recent`: the
+    /// group the person joined last wins.
+    platform_role_precedence: Option<PlatformRolePrecedence>,
+    /// Default `requester`.
+    default_platform_role: Option<PlatformRole>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -71,6 +84,25 @@ pub struct DataSourceCreate {
 pub struct DataSourcePatch {
     name: Option<String>,
     missing_users: Option<MissingUsers>,
+    platform_role_precedence: Option<PlatformRolePrecedence>,
+    default_platform_role: Option<PlatformRole>,
+}
+
+fn set_settings(
+    d: &mut DataSource,
+    missing_users: Option<MissingUsers>,
+    precedence: Option<PlatformRolePrecedence>,
+    default_role: Option<PlatformRole>,
+) {
+    if let Some(v) = missing_users {
+        d.settings["missing_users"] = json!(v);
+    }
+    if let Some(v) = precedence {
+        d.settings["platform_role_precedence"] = json!(v);
+    }
+    if let Some(v) = default_role {
+        d.settings["default_platform_role"] = json!(v);
+    }
 }
 
 /// Lists the data sources (at most 1000, by name).
@@ -101,9 +133,17 @@ pub async fn create_data_source(
     let mut source =
         directory::create_data_source(&mut tx, &ctx, &body.name, body.kind, body.matching_key)
             .await?;
-    if let Some(missing) = body.missing_users {
+    if body.missing_users.is_some()
+        || body.platform_role_precedence.is_some()
+        || body.default_platform_role.is_some()
+    {
         source = directory::update_data_source(&mut tx, &ctx, &source.id, |d| {
-            d.settings["missing_users"] = json!(missing);
+            set_settings(
+                d,
+                body.missing_users,
+                body.platform_role_precedence,
+                body.default_platform_role,
+            );
             Ok(())
         })
         .await?;
@@ -132,7 +172,9 @@ pub async fn get_data_source(
     ))
 }
 
-/// Renames a data source or changes what user lists do to the users they lack.
+/// Renames a data source or changes its settings: what user lists do to the users they lack,
+/// and how group mappings pick platform roles (a new precedence re-evaluates everyone in a
+/// mapped group at once).
 #[utoipa::path(patch, path = "/api/v1/data-sources/{id}", tag = "directory",
     params(("id" = String, Path, description = "Data source id")),
     request_body(content = DataSourcePatch, content_type = "application/merge-patch+json"),
@@ -148,9 +190,12 @@ pub async fn update_data_source(
         if let Some(name) = patch.name {
             d.name = name;
         }
-        if let Some(missing) = patch.missing_users {
-            d.settings["missing_users"] = json!(missing);
-        }
+        set_settings(
+            d,
+            patch.missing_users,
+            patch.platform_role_precedence,
+            patch.default_platform_role,
+        );
         Ok(())
     })
     .await?;

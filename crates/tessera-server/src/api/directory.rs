@@ -1,13 +1,17 @@
 //! `/api/v1/whoami`, `/api/v1/identities` and `/api/v1/groups`: who exists, as the data
 //! sources brought them.
 
+use std::collections::HashMap;
+
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use tessera_domain::directory::{
     Group, GroupMember, Identity, IdentityKind, IdentityStatus, MemberKind,
 };
+use tessera_domain::governance::group_mapping::PlatformRole;
 use tessera_store::directory;
+use tessera_store::governance::group_access::default_platform_role;
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{ApiId, ApiQuery, Page, check_limit, page};
@@ -49,6 +53,10 @@ pub struct IdentityView {
     department: Option<String>,
     job_title: Option<String>,
     manager_id: Option<String>,
+    /// What the person may do in Tessera: from a group mapping, or the data source's default.
+    platform_role: PlatformRole,
+    /// The group mapping the platform role comes from; `null`: the data source's default.
+    platform_role_mapping_id: Option<String>,
     version: i64,
     #[schema(format = DateTime)]
     created_at: String,
@@ -56,10 +64,17 @@ pub struct IdentityView {
     updated_at: String,
 }
 
-impl From<Identity> for IdentityView {
-    fn from(i: Identity) -> Self {
+impl IdentityView {
+    /// The view, with `default` as the platform role of an identity in no mapped group.
+    fn new(i: Identity, default: PlatformRole) -> Self {
         let a = i.attributes;
+        let (platform_role, platform_role_mapping_id) = match i.platform_role {
+            Some(d) => (d.role, d.mapping_id),
+            None => (default, None),
+        };
         IdentityView {
+            platform_role,
+            platform_role_mapping_id,
             id: i.id,
             data_source_id: i.data_source_id,
             kind: i.kind,
@@ -108,11 +123,25 @@ pub async fn list_identities(
         limit,
     )
     .await?;
+    // The default platform role of each data source on the page (usually one or two).
+    let mut defaults: HashMap<String, PlatformRole> = HashMap::new();
+    for i in &items {
+        if !defaults.contains_key(&i.data_source_id) {
+            let source = directory::get_data_source(&state.db, &i.data_source_id).await?;
+            defaults.insert(source.id, default_platform_role(&source.settings));
+        }
+    }
     Ok(Json(page(
         items,
         limit,
         |i| i.id.clone(),
-        IdentityView::from,
+        |i| {
+            let default = defaults
+                .get(&i.data_source_id)
+                .copied()
+                .unwrap_or(PlatformRole::Requester);
+            IdentityView::new(i, default)
+        },
     )))
 }
 
@@ -125,7 +154,12 @@ pub async fn get_identity(
     State(state): State<AppState>,
     ApiId(id): ApiId,
 ) -> Result<Json<IdentityView>, ApiError> {
-    Ok(Json(directory::get_identity(&state.db, &id).await?.into()))
+    let identity = directory::get_identity(&state.db, &id).await?;
+    let source = directory::get_data_source(&state.db, &identity.data_source_id).await?;
+    Ok(Json(IdentityView::new(
+        identity,
+        default_platform_role(&source.settings),
+    )))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -11,6 +11,7 @@ mod data_sources;
 mod directory;
 pub mod error;
 mod extract;
+mod group_mappings;
 mod memberships;
 pub mod openapi;
 mod resources;
@@ -94,6 +95,15 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(memberships::extend_membership))
         .routes(routes!(memberships::renew_membership))
         .routes(routes!(uploads::upload_members))
+        .routes(routes!(
+            group_mappings::list_group_mappings,
+            group_mappings::create_group_mapping
+        ))
+        .routes(routes!(
+            group_mappings::get_group_mapping,
+            group_mappings::update_group_mapping,
+            group_mappings::delete_group_mapping
+        ))
 }
 
 pub fn routes() -> Router<AppState> {

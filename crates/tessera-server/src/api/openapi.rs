@@ -74,6 +74,7 @@ impl Modify for BearerAuth {
         (name = "roles", description = "Grantable levels of access on a resource"),
         (name = "accounts", description = "Identities' accounts in applications"),
         (name = "memberships", description = "Grants: grant, extend, renew, revoke"),
+        (name = "group-mappings", description = "What groups give their members: a platform role, application roles"),
     )
 )]
 pub struct ApiDoc;

@@ -345,6 +345,31 @@ pub(crate) async fn delete_with_ended_grants(
             id,
         ),
     };
+    // Roles a group mapping gives stay until the mapping drops them (no cascade there).
+    let mapped = match scope {
+        GrantScope::Application(_) => {
+            "SELECT COUNT(*) FROM group_mapping_roles m JOIN roles r ON r.id = m.role_id \
+             WHERE r.application_id = $1"
+        }
+        GrantScope::Role(_) => "SELECT COUNT(*) FROM group_mapping_roles WHERE role_id = $1",
+        GrantScope::ResourceTree(_) => {
+            "WITH RECURSIVE tree (id) AS (SELECT id FROM resources WHERE id = $1 \
+             UNION ALL SELECT r.id FROM resources r JOIN tree t ON r.parent_id = t.id) \
+             SELECT COUNT(*) FROM group_mapping_roles m JOIN roles ro ON ro.id = m.role_id \
+             WHERE ro.resource_id IN (SELECT id FROM tree)"
+        }
+    };
+    let mapped: i64 = with_conn!(tx, |conn| {
+        sqlx::query_scalar(mapped)
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?
+    });
+    if mapped > 0 {
+        return Err(StoreError::Conflict(format!(
+            "{what} has roles that group mappings give; remove them from the mappings first"
+        )));
+    }
     let deleted = with_conn!(tx, |conn| {
         sqlx::query(ended).bind(id).execute(&mut *conn).await?;
         sqlx::query(sqlx::AssertSqlSafe(delete.to_owned()))

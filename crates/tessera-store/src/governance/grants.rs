@@ -20,7 +20,7 @@ use crate::sql::{Arg, Sql, bind_args};
 use crate::{ChangeContext, Db, StoreError, StoreResult, Tx, audit, with_conn, with_pool};
 
 #[derive(sqlx::FromRow)]
-struct GrantRow {
+pub(crate) struct GrantRow {
     id: String,
     role_id: String,
     application_id: String,
@@ -40,7 +40,7 @@ struct GrantRow {
     updated_at: i64,
 }
 
-const COLUMNS: &str = "id, role_id, application_id, identity_id, account_id, source, status, \
+pub(crate) const COLUMNS: &str = "id, role_id, application_id, identity_id, account_id, source, status, \
      starts_at, ends_at, granted_by, reason, ended_at, ended_by, end_reason, version, created_at, \
      updated_at";
 
@@ -406,7 +406,7 @@ pub(crate) async fn insert(tx: &mut Tx, g: &Grant) -> StoreResult<()> {
 }
 
 /// Writes the changed lifecycle columns of a grant, if it is still at `before_version`.
-async fn write_change(tx: &mut Tx, g: &Grant, before_version: i64) -> StoreResult<()> {
+pub(crate) async fn write_change(tx: &mut Tx, g: &Grant, before_version: i64) -> StoreResult<()> {
     let updated = with_conn!(tx, |conn| {
         sqlx::query(
             "UPDATE grants SET status = $1, ends_at = $2, ended_at = $3, ended_by = $4, \

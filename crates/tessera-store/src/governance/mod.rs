@@ -8,6 +8,8 @@
 pub mod accounts;
 pub mod applications;
 pub mod grants;
+pub mod group_access;
+pub mod group_mappings;
 pub mod member_upload;
 pub mod resources;
 pub(crate) mod role_cache;

@@ -11,6 +11,7 @@ use tessera_scim::{ScimError, ScimType};
 
 use super::query::{Arg, Sql, bind_args};
 use super::{Row, ScimRecord, from_row, get, resource_name, select_one};
+use crate::governance::{group_access, group_mappings};
 use crate::{Backend, ChangeContext, Db, StoreError, StoreResult, Tx, audit, with_conn};
 
 /// Most member ids per statement (well under both backends' parameter limits).
@@ -526,6 +527,9 @@ async fn update(
                     .with_details(json!({"changed": changed, "via": "scim"})),
             )
             .await?;
+            if was_active != c.active {
+                group_access::reevaluate(&mut tx, ctx, data_source_id, &[id.to_owned()]).await?;
+            }
         }
         ResourceKind::Group => {
             let display_name = text(&doc, "displayName").unwrap_or_default().to_owned();
@@ -689,6 +693,13 @@ async fn apply_member_changes(
                 })),
         )
         .await?;
+        let changed: Vec<String> = summary
+            .added
+            .iter()
+            .chain(&summary.removed)
+            .cloned()
+            .collect();
+        group_access::after_member_change(tx, ctx, group_id, &changed).await?;
     }
     Ok(summary)
 }
@@ -840,6 +851,15 @@ pub async fn delete(
         ResourceKind::User => MemberKind::Identity.as_str(),
         ResourceKind::Group => MemberKind::Group.as_str(),
     };
+    // Who loses what a deleted group (or one above it) gave, worked out while it exists.
+    let mut losing: Vec<String> = vec![id.to_owned()];
+    if kind == ResourceKind::Group {
+        losing = match group_access::mapped_at_or_above(&mut tx, id).await? {
+            true => group_access::identities_within(&mut tx, &losing).await?,
+            false => Vec::new(),
+        };
+        group_mappings::delete_for_group(&mut tx, ctx, id).await?;
+    }
     with_conn!(tx, |conn| {
         // Groups that lose this member change too.
         sqlx::query(
@@ -897,5 +917,13 @@ pub async fn delete(
             .with_details(json!({"name": name, "via": "scim"})),
     )
     .await?;
+    match kind {
+        ResourceKind::User => {
+            group_access::reevaluate(&mut tx, ctx, data_source_id, &losing).await?;
+        }
+        ResourceKind::Group => {
+            group_access::reevaluate_always(&mut tx, ctx, data_source_id, &losing).await?;
+        }
+    }
     tx.commit().await
 }
