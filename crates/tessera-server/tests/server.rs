@@ -888,3 +888,6 @@ mod scim;
 
 #[path = "server/governance.rs"]
 mod governance;
+
+#[path = "server/group_mappings.rs"]
+mod group_mappings;

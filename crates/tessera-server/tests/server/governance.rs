@@ -14,38 +14,38 @@ use tessera_server::ServerConfig;
 use tessera_store::{ChangeContext, audit, directory};
 use tessera_testkit::{TestDb, TestServer};
 
-struct Reply {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
+pub(super) struct Reply {
+    pub(super) status: StatusCode,
+    pub(super) headers: reqwest::header::HeaderMap,
+    pub(super) body: Value,
 }
 
 impl Reply {
-    fn problem_type(&self) -> &str {
+    pub(super) fn problem_type(&self) -> &str {
         self.body["type"].as_str().unwrap_or("")
     }
-    fn etag(&self) -> String {
+    pub(super) fn etag(&self) -> String {
         self.headers["etag"].to_str().unwrap().to_owned()
     }
-    fn id(&self) -> String {
+    pub(super) fn id(&self) -> String {
         self.body["id"].as_str().unwrap().to_owned()
     }
 }
 
-struct Api<'a> {
+pub(super) struct Api<'a> {
     server: &'a TestServer,
     http: reqwest::Client,
 }
 
 impl<'a> Api<'a> {
-    fn new(server: &'a TestServer) -> Self {
+    pub(super) fn new(server: &'a TestServer) -> Self {
         Api {
             server,
             http: reqwest::Client::new(),
         }
     }
 
-    async fn send(
+    pub(super) async fn send(
         &self,
         method: Method,
         path: &str,
@@ -73,21 +73,21 @@ impl<'a> Api<'a> {
         }
     }
 
-    async fn get(&self, path: &str) -> Reply {
+    pub(super) async fn get(&self, path: &str) -> Reply {
         self.send(Method::GET, path, None, None).await
     }
-    async fn post(&self, path: &str, body: Value) -> Reply {
+    pub(super) async fn post(&self, path: &str, body: Value) -> Reply {
         self.send(Method::POST, path, Some(body), None).await
     }
-    async fn patch(&self, path: &str, body: Value, if_match: Option<&str>) -> Reply {
+    pub(super) async fn patch(&self, path: &str, body: Value, if_match: Option<&str>) -> Reply {
         self.send(Method::PATCH, path, Some(body), if_match).await
     }
-    async fn delete(&self, path: &str) -> Reply {
+    pub(super) async fn delete(&self, path: &str) -> Reply {
         self.send(Method::DELETE, path, None, None).await
     }
 
     /// Creates and asserts 201.
-    async fn create(&self, path: &str, body: Value) -> Value {
+    pub(super) async fn create(&self, path: &str, body: Value) -> Value {
         let r = self.post(path, body).await;
         assert_eq!(r.status, StatusCode::CREATED, "{path}: {}", r.body);
         assert!(r.headers.contains_key("location"));
@@ -132,7 +132,7 @@ async fn identity(server: &TestServer, user_name: &str) -> String {
     identity.id
 }
 
-async fn servers() -> Vec<TestServer> {
+pub(super) async fn servers() -> Vec<TestServer> {
     let mut out = Vec::new();
     for t in TestDb::all().await {
         out.push(TestServer::start(t, ServerConfig::default()).await);
@@ -201,6 +201,7 @@ async fn the_openapi_document_is_3_1_and_every_operation_is_served() {
         include_str!("../../src/api/memberships.rs"),
         include_str!("../../src/api/uploads.rs"),
         include_str!("../../src/api/data_sources.rs"),
+        include_str!("../../src/api/group_mappings.rs"),
     ];
     let annotated: usize = sources
         .iter()

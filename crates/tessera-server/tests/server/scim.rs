@@ -10,22 +10,22 @@ use tessera_server::ServerConfig;
 use tessera_store::{ChangeContext, directory, scim_tokens};
 use tessera_testkit::{TestDb, TestServer};
 
-const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+pub(super) const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
-const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+pub(super) const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 
 /// A SCIM client of one data source.
-struct Scim {
+pub(super) struct Scim {
     base: String,
     token: String,
     http: reqwest::Client,
 }
 
-struct Reply {
-    status: StatusCode,
+pub(super) struct Reply {
+    pub(super) status: StatusCode,
     headers: reqwest::header::HeaderMap,
-    body: Value,
+    pub(super) body: Value,
 }
 
 impl Reply {
@@ -55,7 +55,7 @@ async fn data_source_token(server: &TestServer, name: &str) -> String {
 }
 
 impl Scim {
-    async fn new(server: &TestServer, name: &str) -> Scim {
+    pub(super) async fn new(server: &TestServer, name: &str) -> Scim {
         Scim {
             base: server.url("/scim/v2"),
             token: data_source_token(server, name).await,
@@ -100,26 +100,26 @@ impl Scim {
         }
     }
 
-    async fn get(&self, path: &str) -> Reply {
+    pub(super) async fn get(&self, path: &str) -> Reply {
         self.send(reqwest::Method::GET, path, None, &[]).await
     }
-    async fn post(&self, path: &str, body: Value) -> Reply {
+    pub(super) async fn post(&self, path: &str, body: Value) -> Reply {
         self.send(reqwest::Method::POST, path, Some(body), &[])
             .await
     }
     async fn put(&self, path: &str, body: Value) -> Reply {
         self.send(reqwest::Method::PUT, path, Some(body), &[]).await
     }
-    async fn patch(&self, path: &str, ops: Value) -> Reply {
+    pub(super) async fn patch(&self, path: &str, ops: Value) -> Reply {
         let body = json!({"schemas": [PATCH_OP], "Operations": ops});
         self.send(reqwest::Method::PATCH, path, Some(body), &[])
             .await
     }
-    async fn delete(&self, path: &str) -> Reply {
+    pub(super) async fn delete(&self, path: &str) -> Reply {
         self.send(reqwest::Method::DELETE, path, None, &[]).await
     }
 
-    async fn create_user(&self, user_name: &str) -> String {
+    pub(super) async fn create_user(&self, user_name: &str) -> String {
         let r = self
             .post("/Users", json!({"schemas": [USER], "userName": user_name}))
             .await;
