@@ -1,11 +1,13 @@
 //! The demo's governed applications: one of each connector kind, with nested resources, roles
 //! (prerequisites, sensitive roles, duration limits), accounts and memberships, some of them
-//! ending soon so the expiry loop can be watched at work.
+//! ending soon so the expiry loop can be watched at work, and group mappings (platform roles
+//! and application roles from the HR groups).
 
 use std::collections::HashMap;
 
 use tessera_domain::audit::Actor;
 use tessera_domain::directory::{DataSourceKind, MatchingKey};
+use tessera_domain::governance::group_mapping::PlatformRole;
 use tessera_domain::governance::{
     ApplicationSettings, ConnectorKind, DurationPolicy, ManagementMode, Principal, PrincipalKind,
     SettingOverrides,
@@ -13,6 +15,7 @@ use tessera_domain::governance::{
 use tessera_store::governance::accounts::{self, NewAccount};
 use tessera_store::governance::applications::{self, NewApplication};
 use tessera_store::governance::grants::{self, GrantRequest};
+use tessera_store::governance::group_mappings::{self, NewGroupMapping};
 use tessera_store::governance::resources::{self, NewResource};
 use tessera_store::governance::roles::{self, NewRole};
 use tessera_store::{ChangeContext, Db, Tx, directory};
@@ -447,14 +450,38 @@ pub async fn load(
     )
     .await?;
 
+    // Group mappings: platform roles by priority (IT Admins first), and the "Engineering"
+    // group (with its nested teams) giving its members the engineering group and the VPN.
+    for (name, platform_role, priority, role_keys) in [
+        ("IT Admins", Some(PlatformRole::Admin), 1, &[][..]),
+        (
+            "Finance Approvers",
+            Some(PlatformRole::Approver),
+            10,
+            &[][..],
+        ),
+        ("Managers", Some(PlatformRole::Approver), 20, &[][..]),
+        ("People", Some(PlatformRole::Auditor), 30, &[][..]),
+        ("Engineering", None, 100, &["entra.eng", "ldap.vpn"][..]),
+    ] {
+        group_mappings::create(
+            &mut l.tx,
+            &l.ctx,
+            NewGroupMapping {
+                group_id: groups[name].clone(),
+                platform_role,
+                priority: Some(priority),
+                role_ids: role_keys.iter().map(|k| l.roles[k].clone()).collect(),
+            },
+        )
+        .await?;
+    }
+
     // Memberships: standing access, and some ending soon.
     for who in [
         "E1010", "E1011", "E1012", "E1013", "E1014", "E1015", "E1016", "E1017",
     ] {
-        l.grant("entra.eng", who, None, "engineering joiner")
-            .await?;
         l.grant("gh.org", who, None, "engineering joiner").await?;
-        l.grant("ldap.vpn", who, None, "engineering joiner").await?;
     }
     for who in ["E1014", "E1015", "E1016", "E1017"] {
         l.grant("gh.fw.read", who, None, "robotics team").await?;

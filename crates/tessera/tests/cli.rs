@@ -487,6 +487,14 @@ fn the_demo_serves_is_ready_and_its_audit_chain_verifies() {
     );
     let (_, groups) = get(&format!("{base}/api/v1/groups"), Some(&token));
     assert!(groups["items"].as_array().unwrap().len() >= 5);
+    // Group mappings gave platform roles and memberships.
+    assert!(people.iter().any(|p| p["platform_role"] == "admin"));
+    assert!(people.iter().any(|p| p["platform_role"] == "requester"));
+    let (_, mapped) = get(
+        &format!("{base}/api/v1/memberships?source=group_mapping"),
+        Some(&token),
+    );
+    assert!(!mapped["items"].as_array().unwrap().is_empty());
     let (code, _) = demo.terminate();
     assert_eq!(code, 0);
 
