@@ -336,16 +336,22 @@ async fn application_roles_follow_membership_nesting_and_status() {
         let team = group(db, &w.source, "team").await;
 
         // Roles of observed applications cannot be mapped; nothing is written.
-        let err = map(db, &staff, None, 100, &[observed.clone()])
+        let err = map(db, &staff, None, 100, std::slice::from_ref(observed))
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
         let m_staff = map(db, &staff, None, 100, &[viewer.clone(), editor.clone()])
             .await
             .unwrap();
-        map(db, &editors, Some(Approver), 100, &[editor.clone()])
-            .await
-            .unwrap();
+        map(
+            db,
+            &editors,
+            Some(Approver),
+            100,
+            std::slice::from_ref(editor),
+        )
+        .await
+        .unwrap();
 
         // Joining grants each role once, with source group_mapping.
         join(db, &staff, MemberKind::Identity, &w.person).await;
