@@ -1139,3 +1139,6 @@ mod governance;
 
 #[path = "store/group_mappings.rs"]
 mod group_mappings;
+
+#[path = "store/rules.rs"]
+mod rules;

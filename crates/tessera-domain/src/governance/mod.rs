@@ -9,6 +9,7 @@
 pub mod group_mapping;
 pub mod member_upload;
 pub mod membership;
+pub mod rules;
 pub mod settings;
 
 use serde::{Deserialize, Serialize};

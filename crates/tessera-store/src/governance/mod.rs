@@ -14,6 +14,7 @@ pub mod member_upload;
 pub mod resources;
 pub(crate) mod role_cache;
 pub mod roles;
+pub mod rules;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

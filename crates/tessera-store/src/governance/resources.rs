@@ -2,6 +2,7 @@
 
 use serde_json::json;
 use tessera_domain::directory::{InvalidInput, fold};
+use tessera_domain::governance::rules::{ItemFacts, RuleTarget, apply_actions};
 use tessera_domain::governance::settings::{self, EffectiveSettings};
 use tessera_domain::governance::{
     DurationPolicy, MAX_RESOURCE_DEPTH, Resource, SettingOverrides, normalize_tags,
@@ -144,6 +145,19 @@ pub async fn create(tx: &mut Tx, ctx: &ChangeContext, new: NewResource) -> Store
         updated_at: tx.now(),
     };
     validate(&mut resource)?;
+    // Rules give defaults for what the creator left unset.
+    let (defaults, rule_ids) = super::rules::defaults_for_new(
+        tx,
+        RuleTarget::Resources,
+        &ItemFacts {
+            application_id: &resource.application_id,
+            resource_type: &resource.resource_type,
+            name: &resource.name,
+            tags: &resource.tags,
+        },
+    )
+    .await?;
+    apply_actions(&mut resource.overrides, &defaults, true);
     if let Some(parent_id) = &resource.parent_id {
         if !tessera_domain::ids::is_valid_id(parent_id) {
             return Err(InvalidInput::new("parent_id", "must be a resource id").into());
@@ -208,7 +222,7 @@ pub async fn create(tx: &mut Tx, ctx: &ChangeContext, new: NewResource) -> Store
     audit::record(
         tx,
         ctx.event("resource.create", "resource", Some(&resource.id))
-            .with_details(json!({ "after": resource })),
+            .with_details(json!({ "after": resource, "rules": rule_ids })),
     )
     .await?;
     Ok(resource)

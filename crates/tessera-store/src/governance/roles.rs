@@ -2,6 +2,7 @@
 
 use serde_json::json;
 use tessera_domain::directory::{InvalidInput, fold};
+use tessera_domain::governance::rules::{ItemFacts, RuleTarget, apply_actions};
 use tessera_domain::governance::settings::{self, EffectiveSettings};
 use tessera_domain::governance::{
     Application, DurationPolicy, MAX_PREREQUISITES, Resource, Role, SettingOverrides,
@@ -182,6 +183,20 @@ pub async fn create(tx: &mut Tx, ctx: &ChangeContext, new: NewRole) -> StoreResu
         .await?
         .pop()
         .ok_or_else(|| StoreError::not_found("resource", &new.resource_id))?;
+    // Rules give defaults for what the creator left unset.
+    let (defaults, rule_ids) = super::rules::defaults_for_new(
+        tx,
+        RuleTarget::Roles,
+        &ItemFacts {
+            application_id: &resource.application_id,
+            resource_type: &resource.resource_type,
+            name: &new.name,
+            tags: &resource.tags,
+        },
+    )
+    .await?;
+    let mut overrides = new.overrides;
+    apply_actions(&mut overrides, &defaults, true);
     let mut role = Role {
         id: new_id(),
         resource_id: resource.id,
@@ -190,7 +205,7 @@ pub async fn create(tx: &mut Tx, ctx: &ChangeContext, new: NewRole) -> StoreResu
         description: new.description,
         external_id: new.external_id,
         sensitive: new.sensitive,
-        overrides: new.overrides,
+        overrides,
         prerequisite_role_ids: new.prerequisite_role_ids,
         version: 1,
         created_at: tx.now(),
@@ -233,7 +248,7 @@ pub async fn create(tx: &mut Tx, ctx: &ChangeContext, new: NewRole) -> StoreResu
     audit::record(
         tx,
         ctx.event("role.create", "role", Some(&role.id))
-            .with_details(json!({ "after": role })),
+            .with_details(json!({ "after": role, "rules": rule_ids })),
     )
     .await?;
     Ok(role)
