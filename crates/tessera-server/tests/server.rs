@@ -891,3 +891,6 @@ mod governance;
 
 #[path = "server/group_mappings.rs"]
 mod group_mappings;
+
+#[path = "server/rules.rs"]
+mod rules;

@@ -32,6 +32,7 @@ pub const MAX_PATTERN_LEN: usize = 256;
 /// matches everything of the target.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct ItemFilter {
     pub application_id: Option<String>,
     /// The resource's type (for roles: their resource's).

@@ -16,6 +16,7 @@ mod memberships;
 pub mod openapi;
 mod resources;
 mod roles;
+mod rules;
 mod uploads;
 
 use std::sync::OnceLock;
@@ -104,6 +105,14 @@ fn api_router() -> OpenApiRouter<AppState> {
             group_mappings::update_group_mapping,
             group_mappings::delete_group_mapping
         ))
+        .routes(routes!(rules::list_rules, rules::create_rule))
+        .routes(routes!(
+            rules::get_rule,
+            rules::update_rule,
+            rules::delete_rule
+        ))
+        .routes(routes!(rules::list_bulk_actions, rules::run_bulk_action))
+        .routes(routes!(rules::get_bulk_action))
 }
 
 pub fn routes() -> Router<AppState> {

@@ -75,6 +75,7 @@ impl Modify for BearerAuth {
         (name = "accounts", description = "Identities' accounts in applications"),
         (name = "memberships", description = "Grants: grant, extend, renew, revoke"),
         (name = "group-mappings", description = "What groups give their members: a platform role, application roles"),
+        (name = "rules", description = "Settings for many resources or roles: rules (kept) and bulk actions (once)"),
     )
 )]
 pub struct ApiDoc;

@@ -202,6 +202,7 @@ async fn the_openapi_document_is_3_1_and_every_operation_is_served() {
         include_str!("../../src/api/uploads.rs"),
         include_str!("../../src/api/data_sources.rs"),
         include_str!("../../src/api/group_mappings.rs"),
+        include_str!("../../src/api/rules.rs"),
     ];
     let annotated: usize = sources
         .iter()
