@@ -239,7 +239,7 @@ async fn rules_set_what_they_match_by_precedence_and_default_new_items() {
                 ..Default::default()
             },
             SettingOverrides {
-                durations: Some(week.clone()),
+                durations: Some(week),
                 ..Default::default()
             },
             100,
