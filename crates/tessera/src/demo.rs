@@ -336,6 +336,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<ExitCode> {
              \x20   curl -H 'Authorization: Bearer {token}' {base}/api/v1/applications\n\
              \x20   curl -H 'Authorization: Bearer {token}' '{base}/api/v1/memberships?status=active&limit=5'\n\
              \x20   curl -H 'Authorization: Bearer {token}' {base}/api/v1/group-mappings\n\
+             \x20   curl -H 'Authorization: Bearer {token}' {base}/api/v1/rules\n\
              \x20   curl {base}/api/v1/openapi.json\n\
              \n  SCIM 2.0 (data source \"Demo SCIM\"): point Entra ID or Okta at it, or try curl:\n\
              \x20   SCIM URL:    {base}/scim/v2\n\

@@ -1,13 +1,14 @@
 //! The demo's governed applications: one of each connector kind, with nested resources, roles
 //! (prerequisites, sensitive roles, duration limits), accounts and memberships, some of them
 //! ending soon so the expiry loop can be watched at work, and group mappings (platform roles
-//! and application roles from the HR groups).
+//! and application roles from the HR groups), and a rule.
 
 use std::collections::HashMap;
 
 use tessera_domain::audit::Actor;
 use tessera_domain::directory::{DataSourceKind, MatchingKey};
 use tessera_domain::governance::group_mapping::PlatformRole;
+use tessera_domain::governance::rules::{ItemFilter, RuleTarget};
 use tessera_domain::governance::{
     ApplicationSettings, ConnectorKind, DurationPolicy, ManagementMode, Principal, PrincipalKind,
     SettingOverrides,
@@ -18,6 +19,7 @@ use tessera_store::governance::grants::{self, GrantRequest};
 use tessera_store::governance::group_mappings::{self, NewGroupMapping};
 use tessera_store::governance::resources::{self, NewResource};
 use tessera_store::governance::roles::{self, NewRole};
+use tessera_store::governance::rules::{self, NewRule};
 use tessera_store::{ChangeContext, Db, Tx, directory};
 
 const HOUR: i64 = 3600;
@@ -476,6 +478,29 @@ pub async fn load(
         )
         .await?;
     }
+
+    // A rule: IT Admins maintain every privileged resource, today's and future ones.
+    rules::create(
+        &mut l.tx,
+        &l.ctx,
+        NewRule {
+            name: "Privileged resources are maintained by IT Admins".into(),
+            description: Some("Applies to new privileged resources as they appear".into()),
+            target: RuleTarget::Resources,
+            filter: ItemFilter {
+                tags: vec!["privileged".into()],
+                ..Default::default()
+            },
+            actions: SettingOverrides {
+                maintainers: Some(it()),
+                ..Default::default()
+            },
+            priority: Some(10),
+            enabled: true,
+        },
+        true,
+    )
+    .await?;
 
     // Memberships: standing access, and some ending soon.
     for who in [

@@ -495,6 +495,8 @@ fn the_demo_serves_is_ready_and_its_audit_chain_verifies() {
         Some(&token),
     );
     assert!(!mapped["items"].as_array().unwrap().is_empty());
+    let (_, rules) = get(&format!("{base}/api/v1/rules"), Some(&token));
+    assert_eq!(rules["items"].as_array().unwrap().len(), 1);
     let (code, _) = demo.terminate();
     assert_eq!(code, 0);
 
