@@ -5,7 +5,7 @@
 //! through nested groups. The rules here are pure: the store feeds them what an identity is a
 //! member of and what it holds, and writes what they decide.
 //!
-//! - **Platform role** (single-valued): among the mapped groups that name one, the data
+//! - **Platform role** (single-valued; active identities only): among the mapped groups that name one, the data
 //!   source's precedence decides: `priority` (lowest number wins) or `most_recent` (the group
 //!   the person joined last wins, Apty's rule). Ties fall to the lower priority, then to the
 //!   older mapping, so the outcome never depends on row order. In no such group, the data
@@ -107,12 +107,18 @@ pub struct PlatformRoleDecision {
     pub mapping_id: Option<String>,
 }
 
-/// Picks the platform role among an identity's mapped groups.
+/// Picks the platform role among an identity's mapped groups. Only active identities hold
+/// one from a mapping; a suspended or deleted one falls back to the default.
 pub fn decide_platform_role(
+    status: IdentityStatus,
     precedence: PlatformRolePrecedence,
     default: PlatformRole,
     memberships: &[MappedMembership],
 ) -> PlatformRoleDecision {
+    let memberships = match status {
+        IdentityStatus::Active => memberships,
+        _ => &[],
+    };
     let candidates = memberships
         .iter()
         .filter_map(|m| m.platform_role.map(|role| (m, role)));
@@ -227,7 +233,12 @@ mod tests {
         for rotation in 0..3 {
             let mut v = ms.to_vec();
             v.rotate_left(rotation);
-            let d = decide_platform_role(PlatformRolePrecedence::Priority, Requester, &v);
+            let d = decide_platform_role(
+                IdentityStatus::Active,
+                PlatformRolePrecedence::Priority,
+                Requester,
+                &v,
+            );
             assert_eq!(d.role, Admin);
             assert_eq!(d.mapping_id.as_deref(), Some("m2"));
         }
@@ -239,7 +250,12 @@ mod tests {
             member("m2", Some(Admin), 5, 1),
             member("m1", Some(Auditor), 5, 9),
         ];
-        let d = decide_platform_role(PlatformRolePrecedence::Priority, Requester, &ms);
+        let d = decide_platform_role(
+            IdentityStatus::Active,
+            PlatformRolePrecedence::Priority,
+            Requester,
+            &ms,
+        );
         assert_eq!((d.role, d.mapping_id.as_deref()), (Auditor, Some("m1")));
     }
 
@@ -250,15 +266,45 @@ mod tests {
             member("m2", Some(Approver), 50, 300),
             member("m3", Some(Auditor), 40, 300),
         ];
-        let d = decide_platform_role(PlatformRolePrecedence::MostRecent, Requester, &ms);
+        let d = decide_platform_role(
+            IdentityStatus::Active,
+            PlatformRolePrecedence::MostRecent,
+            Requester,
+            &ms,
+        );
         assert_eq!((d.role, d.mapping_id.as_deref()), (Auditor, Some("m3")));
-        let d = decide_platform_role(PlatformRolePrecedence::MostRecent, Requester, &ms[..1]);
+        let d = decide_platform_role(
+            IdentityStatus::Active,
+            PlatformRolePrecedence::MostRecent,
+            Requester,
+            &ms[..1],
+        );
         assert_eq!(d.role, Admin);
     }
 
     #[test]
+    fn suspended_identities_hold_no_mapped_platform_role() {
+        let ms = [member("m1", Some(Admin), 1, 1)];
+        for status in [IdentityStatus::Suspended, IdentityStatus::Deleted] {
+            let d = decide_platform_role(status, PlatformRolePrecedence::Priority, Requester, &ms);
+            assert_eq!(
+                d,
+                PlatformRoleDecision {
+                    role: Requester,
+                    mapping_id: None
+                }
+            );
+        }
+    }
+
+    #[test]
     fn no_mapped_group_gives_the_default() {
-        let d = decide_platform_role(PlatformRolePrecedence::Priority, Approver, &[]);
+        let d = decide_platform_role(
+            IdentityStatus::Active,
+            PlatformRolePrecedence::Priority,
+            Approver,
+            &[],
+        );
         assert_eq!(
             d,
             PlatformRoleDecision {
@@ -268,7 +314,12 @@ mod tests {
         );
         // Groups that give only application roles do not count.
         let ms = [member("m1", None, 0, 5)];
-        let d = decide_platform_role(PlatformRolePrecedence::MostRecent, Requester, &ms);
+        let d = decide_platform_role(
+            IdentityStatus::Active,
+            PlatformRolePrecedence::MostRecent,
+            Requester,
+            &ms,
+        );
         assert_eq!(d.mapping_id, None);
     }
 

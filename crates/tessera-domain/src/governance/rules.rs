@@ -245,6 +245,18 @@ pub fn merged_actions<'a>(
     (merged, used)
 }
 
+/// The settings of `actions` that `rule` sets: applying one rule touches only its own
+/// settings, with the values precedence gives them.
+pub fn restricted_to(actions: &SettingOverrides, rule: &SettingOverrides) -> SettingOverrides {
+    SettingOverrides {
+        requestable: rule.requestable.and(actions.requestable),
+        workflow_id: rule.workflow_id.as_ref().and(actions.workflow_id.clone()),
+        durations: rule.durations.as_ref().and(actions.durations),
+        owner: rule.owner.as_ref().and(actions.owner.clone()),
+        maintainers: rule.maintainers.as_ref().and(actions.maintainers.clone()),
+    }
+}
+
 /// Sets every setting `actions` names (`fill_only`: only those `current` leaves unset).
 pub fn apply_actions(current: &mut SettingOverrides, actions: &SettingOverrides, fill_only: bool) {
     macro_rules! set {
@@ -400,6 +412,11 @@ mod tests {
         assert!(current.owner.is_some());
         apply_actions(&mut current, &merged, false);
         assert_eq!(current.requestable, Some(true));
+
+        // Applying rule a alone touches only what a sets, with the value b's precedence gives.
+        let only_a = restricted_to(&merged, &a.actions);
+        assert_eq!(only_a.requestable, Some(true));
+        assert_eq!(only_a.owner, None);
     }
 
     #[test]

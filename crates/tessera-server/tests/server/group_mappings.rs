@@ -190,6 +190,28 @@ async fn scim_changes_drive_platform_roles_and_mapped_memberships() {
             .await;
         assert_eq!(r.body["platform_role_precedence"], "most_recent");
         assert_eq!(platform_role(&api, &ada).await.0, "admin");
+        // Okta's replace of the editors' members (ada stays) is no new joining: admins stays
+        // the group ada joined last.
+        let r = scim
+            .patch(
+                &format!("/Groups/{editors}"),
+                json!([{"op": "replace", "path": "members", "value": [{"value": ada}]}]),
+            )
+            .await;
+        assert!(r.status.is_success(), "{}", r.body);
+        assert_eq!(platform_role(&api, &ada).await.0, "admin");
+        // Evaluated afresh (the precedence switched away and back), still admins.
+        for precedence in ["priority", "most_recent"] {
+            let r = api
+                .patch(
+                    &format!("/api/v1/data-sources/{source_id}"),
+                    json!({"platform_role_precedence": precedence}),
+                    None,
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        }
+        assert_eq!(platform_role(&api, &ada).await.0, "admin");
 
         // The mapped membership is not the API's to revoke.
         let held = api

@@ -238,6 +238,27 @@ pub async fn update(
     if app == before {
         return Ok(before);
     }
+    if app.management_mode == ManagementMode::Observed
+        && before.management_mode != ManagementMode::Observed
+    {
+        // Group mappings grant these roles; an observed application is granted nothing.
+        let mapped: i64 = with_conn!(tx, |conn| {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM group_mapping_roles m JOIN roles r ON r.id = m.role_id \
+                 WHERE r.application_id = $1",
+            )
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?
+        });
+        if mapped > 0 {
+            return Err(StoreError::Conflict(
+                "group mappings give roles of this application; remove them from the mappings \
+                 before it becomes observed"
+                    .into(),
+            ));
+        }
+    }
     check_references(tx, &app).await?;
     app.version = before.version + 1;
     app.updated_at = tx.now();

@@ -52,14 +52,62 @@ fn push_list(sql: &mut Sql, ids: &[String]) {
     }
 }
 
-async fn has_mappings(tx: &mut Tx, data_source_id: &str) -> StoreResult<bool> {
+/// Whether anything about the identities may concern group mappings: their data source has
+/// a mapping, or they still hold something one gave.
+async fn concerned(tx: &mut Tx, data_source_id: &str, ids: &[String]) -> StoreResult<bool> {
     let found: Option<String> = with_conn!(tx, |conn| {
         sqlx::query_scalar("SELECT id FROM group_mappings WHERE data_source_id = $1 LIMIT 1")
             .bind(data_source_id)
             .fetch_optional(&mut *conn)
             .await?
     });
-    Ok(found.is_some())
+    if found.is_some() {
+        return Ok(true);
+    }
+    for chunk in ids.chunks(EVALUATE_BATCH) {
+        let mut sql = Sql::new(tx.backend());
+        sql.push("SELECT id FROM identities WHERE platform_role IS NOT NULL AND id IN (");
+        push_list(&mut sql, chunk);
+        sql.push(
+            ") UNION ALL SELECT id FROM grants WHERE source = 'group_mapping' \
+             AND status IN ('scheduled', 'active') AND identity_id IN (",
+        );
+        push_list(&mut sql, chunk);
+        sql.push(") LIMIT 1");
+        let held: Option<String> = with_conn!(tx, |conn| {
+            bind_args!(
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql.text.clone())),
+                &sql.args
+            )
+            .fetch_optional(&mut *conn)
+            .await?
+        });
+        if held.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// On PostgreSQL, serialises a data source's mapping changes against its member changes:
+/// member changes share the data source row's lock, mapping changes hold it alone. Without
+/// it, a member added while a mapping is created (or a role dropped from it) could be missed
+/// by both. (SQLite has one writer at a time.)
+pub(crate) async fn lock_source(tx: &mut Tx, data_source_id: &str, alone: bool) -> StoreResult<()> {
+    if tx.backend() != Backend::Postgres {
+        return Ok(());
+    }
+    let sql = match alone {
+        true => "SELECT id FROM data_sources WHERE id = $1 FOR NO KEY UPDATE",
+        false => "SELECT id FROM data_sources WHERE id = $1 FOR SHARE",
+    };
+    with_conn!(tx, |conn| {
+        sqlx::query_scalar::<_, String>(sql)
+            .bind(data_source_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    });
+    Ok(())
 }
 
 /// Whether `group_id` or a group it is (transitively) a member of has a mapping: only then can
@@ -125,7 +173,7 @@ pub(crate) async fn after_member_change(
     group_id: &str,
     changed: &[String],
 ) -> StoreResult<()> {
-    if changed.is_empty() || !mapped_at_or_above(tx, group_id).await? {
+    if changed.is_empty() {
         return Ok(());
     }
     let data_source_id: String = with_conn!(tx, |conn| {
@@ -134,20 +182,24 @@ pub(crate) async fn after_member_change(
             .fetch_one(&mut *conn)
             .await?
     });
+    lock_source(tx, &data_source_id, false).await?;
+    if !mapped_at_or_above(tx, group_id).await? {
+        return Ok(());
+    }
     let identities = identities_within(tx, changed).await?;
     reevaluate_always(tx, ctx, &data_source_id, &identities).await
 }
 
-/// Re-evaluates identities whose status changed, if their data source has any group mapping
-/// (without one, no identity holds anything a mapping gave: deleting the last mapping
-/// re-evaluated its members).
+/// Re-evaluates identities whose status changed, if their data source has a group mapping or
+/// they hold something one gave. (A concurrent mapping change is safe: it locks the identities
+/// it evaluates, so it waits for this status change and then sees it.)
 pub async fn reevaluate(
     tx: &mut Tx,
     ctx: &ChangeContext,
     data_source_id: &str,
     identity_ids: &[String],
 ) -> StoreResult<()> {
-    if identity_ids.is_empty() || !has_mappings(tx, data_source_id).await? {
+    if identity_ids.is_empty() || !concerned(tx, data_source_id, identity_ids).await? {
         return Ok(());
     }
     reevaluate_always(tx, ctx, data_source_id, identity_ids).await
@@ -265,7 +317,7 @@ async fn evaluate_batch(
     }
     for (id, now) in &current {
         let mine = memberships.get(id).map(Vec::as_slice).unwrap_or_default();
-        let decision = decide_platform_role(rules.precedence, rules.default, mine);
+        let decision = decide_platform_role(now.status, rules.precedence, rules.default, mine);
         write_platform_role(tx, ctx, data_source_id, id, now, &decision).await?;
 
         let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();

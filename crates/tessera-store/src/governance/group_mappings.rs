@@ -161,8 +161,14 @@ pub async fn create(
         )
         .into());
     }
+    // Locks are taken in one order everywhere: group, then data source, then identities (a
+    // SCIM member change holds its group while it waits for the data source).
+    let group_sql = match tx.backend() {
+        crate::Backend::Postgres => "SELECT data_source_id FROM groups WHERE id = $1 FOR KEY SHARE",
+        crate::Backend::Sqlite => "SELECT data_source_id FROM groups WHERE id = $1",
+    };
     let data_source_id: Option<String> = with_conn!(tx, |conn| {
-        sqlx::query_scalar("SELECT data_source_id FROM groups WHERE id = $1")
+        sqlx::query_scalar(group_sql)
             .bind(&new.group_id)
             .fetch_optional(&mut *conn)
             .await?

@@ -190,7 +190,7 @@ pub async fn create(tx: &mut Tx, ctx: &ChangeContext, new: NewRole) -> StoreResu
         &ItemFacts {
             application_id: &resource.application_id,
             resource_type: &resource.resource_type,
-            name: &new.name,
+            name: new.name.trim(),
             tags: &resource.tags,
         },
     )

@@ -11,7 +11,7 @@ use serde_json::json;
 use tessera_domain::directory::{InvalidInput, fold};
 use tessera_domain::governance::rules::{
     self, DEFAULT_RULE_PRIORITY, ItemFacts, ItemFilter, Rule, RuleTarget, apply_actions,
-    like_pattern, merged_actions,
+    like_pattern, merged_actions, restricted_to,
 };
 use tessera_domain::governance::{DurationPolicy, SettingOverrides};
 use tessera_domain::ids::new_id;
@@ -27,6 +27,9 @@ pub const APPLY_BATCH: i64 = 500;
 pub const REPORT_ITEMS: usize = 100;
 /// Rules per target.
 pub const MAX_RULES: i64 = 1000;
+/// Items one rule application or bulk action may match: one request's transaction stays
+/// bounded (and SQLite's write turn short).
+pub const MAX_APPLY_ITEMS: u64 = 10_000;
 
 #[derive(sqlx::FromRow)]
 struct RuleRow {
@@ -205,8 +208,9 @@ async fn candidates(
 enum Setting<'a> {
     /// The bulk action's settings.
     Bulk(&'a SettingOverrides),
-    /// Every enabled rule of the target that matches the item, by priority.
-    Rules(&'a [Rule]),
+    /// The settings `rule` sets, each with the value the enabled rules matching the item
+    /// give it by priority.
+    Rule { rule: &'a Rule, all: &'a [Rule] },
 }
 
 /// Applies settings to every item the filter matches (`dry_run`: reports only).
@@ -232,14 +236,23 @@ async fn apply(
                 continue;
             }
             report.matched += 1;
+            if report.matched > MAX_APPLY_ITEMS {
+                return Err(InvalidInput::new(
+                    "filter",
+                    format!(
+                        "matches more than {MAX_APPLY_ITEMS} items; narrow it (by application, \
+                         type, name or tags), or create the rule with apply_to_existing=false"
+                    ),
+                )
+                .into());
+            }
             let actions = match setting {
                 Setting::Bulk(a) => a.clone(),
-                Setting::Rules(all) => {
-                    merged_actions(
-                        all.iter()
-                            .filter(|r| rules::matches(&r.filter, &item.facts())),
-                    )
-                    .0
+                Setting::Rule { rule, all } => {
+                    let matching = all
+                        .iter()
+                        .filter(|r| rules::matches(&r.filter, &item.facts()));
+                    restricted_to(&merged_actions(matching).0, &rule.actions)
                 }
             };
             let mut wanted = item.overrides.clone();
@@ -413,15 +426,8 @@ pub async fn create(
 
 async fn apply_rule(tx: &mut Tx, ctx: &ChangeContext, rule: &Rule) -> StoreResult<ApplyReport> {
     let all = enabled_rules(tx, rule.target).await?;
-    apply(
-        tx,
-        ctx,
-        rule.target,
-        &rule.filter,
-        Setting::Rules(&all),
-        false,
-    )
-    .await
+    let setting = Setting::Rule { rule, all: &all };
+    apply(tx, ctx, rule.target, &rule.filter, setting, false).await
 }
 
 async fn get_in(tx: &mut Tx, id: &str) -> StoreResult<Rule> {

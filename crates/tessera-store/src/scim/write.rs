@@ -651,10 +651,24 @@ async fn apply_member_changes(
                     .extend(delete_members(tx, group_id, Some(ids)).await?);
             }
             MemberChange::Replace(ids) => {
+                // Members who stay keep their row (and so when they joined, which decides
+                // "most recent group wins"): only the others leave, only newcomers are added.
                 let resolved = resolve_members(tx, data_source_id, group_id, ids).await?;
+                let wanted: std::collections::HashSet<&str> =
+                    resolved.iter().map(|(id, _)| id.as_str()).collect();
+                let current: Vec<String> = with_conn!(tx, |conn| {
+                    sqlx::query_scalar("SELECT member_id FROM group_members WHERE group_id = $1")
+                        .bind(group_id)
+                        .fetch_all(&mut *conn)
+                        .await?
+                });
+                let leaving: Vec<String> = current
+                    .into_iter()
+                    .filter(|id| !wanted.contains(id.as_str()))
+                    .collect();
                 summary
                     .removed
-                    .extend(delete_members(tx, group_id, None).await?);
+                    .extend(delete_members(tx, group_id, Some(&leaving)).await?);
                 summary
                     .added
                     .extend(insert_members(tx, group_id, &resolved).await?);
@@ -670,6 +684,17 @@ async fn apply_member_changes(
         .collect();
     summary.added.retain(|id| !re_added.contains(id));
     summary.removed.retain(|id| !re_added.contains(id));
+    // A member removed and added back did rejoin (its row is new): group mappings see it so.
+    let mut changed: Vec<String> = summary
+        .added
+        .iter()
+        .chain(&summary.removed)
+        .chain(&re_added)
+        .cloned()
+        .collect();
+    changed.sort();
+    changed.dedup();
+    group_access::after_member_change(tx, ctx, group_id, &changed).await?;
     if summary.changed() {
         let now = tx.now();
         with_conn!(tx, |conn| {
@@ -693,13 +718,6 @@ async fn apply_member_changes(
                 })),
         )
         .await?;
-        let changed: Vec<String> = summary
-            .added
-            .iter()
-            .chain(&summary.removed)
-            .cloned()
-            .collect();
-        group_access::after_member_change(tx, ctx, group_id, &changed).await?;
     }
     Ok(summary)
 }
@@ -854,6 +872,7 @@ pub async fn delete(
     // Who loses what a deleted group (or one above it) gave, worked out while it exists.
     let mut losing: Vec<String> = vec![id.to_owned()];
     if kind == ResourceKind::Group {
+        group_access::lock_source(&mut tx, data_source_id, true).await?;
         losing = match group_access::mapped_at_or_above(&mut tx, id).await? {
             true => group_access::identities_within(&mut tx, &losing).await?,
             false => Vec::new(),

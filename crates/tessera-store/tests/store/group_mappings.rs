@@ -393,20 +393,22 @@ async fn application_roles_follow_membership_nesting_and_status() {
         assert_eq!(ended.status, GrantStatus::Revoked);
         assert!(ended.end_reason.unwrap().contains("no longer a member"));
 
-        // Suspension ends them; restoration gives them back. The platform role stays.
+        // Suspension ends them and the mapped platform role; restoration gives them back.
+        assert_eq!(platform_role(db, &w.person).await.unwrap().0, Approver);
         let mut tx = db.begin().await.unwrap();
         directory::set_identity_status(&mut tx, &ctx(), &w.person, IdentityStatus::Suspended)
             .await
             .unwrap();
         tx.commit().await.unwrap();
         assert!(mapped_roles_held(db, &w.person).await.is_empty());
-        assert_eq!(platform_role(db, &w.person).await.unwrap().0, Approver);
+        assert_eq!(platform_role(db, &w.person).await, None);
         let mut tx = db.begin().await.unwrap();
         directory::set_identity_status(&mut tx, &ctx(), &w.person, IdentityStatus::Active)
             .await
             .unwrap();
         tx.commit().await.unwrap();
         assert_eq!(mapped_roles_held(db, &w.person).await, sorted(&[editor]));
+        assert_eq!(platform_role(db, &w.person).await.unwrap().0, Approver);
 
         // Nested: a member of `team`, which is a member of `staff`, holds what staff gives.
         join(db, &team, MemberKind::Identity, &w.person).await;
@@ -415,6 +417,18 @@ async fn application_roles_follow_membership_nesting_and_status() {
             mapped_roles_held(db, &w.person).await,
             sorted(&[viewer, editor])
         );
+        // Its application cannot become observed while a mapping gives its roles.
+        let mut tx = db.begin().await.unwrap();
+        let app_id = roles::get(db, viewer).await.unwrap().application_id;
+        let err =
+            tessera_store::governance::applications::update(&mut tx, &ctx(), &app_id, None, |a| {
+                a.management_mode = ManagementMode::Observed;
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        drop(tx);
         // A mapped role cannot be deleted from under its mapping.
         let mut tx = db.begin().await.unwrap();
         let err = roles::delete(&mut tx, &ctx(), viewer, None)
