@@ -285,3 +285,56 @@ async fn the_wal_stays_bounded_under_continuous_writes() {
         "the WAL grew to {wal_bytes} bytes for 120 MB written"
     );
 }
+
+/// The audit chain's head is kept per shared transaction: a rolled-back writer's entries leave
+/// the head as they found it, the batch's head is written once at its commit, and the chain
+/// verifies; a failed commit leaves the stored head as it was.
+#[tokio::test]
+async fn audit_entries_of_a_batch_chain_and_a_rolled_back_writer_leaves_no_trace() {
+    use tessera_domain::audit::{Actor, AuditEvent};
+    use tessera_store::audit;
+    let event = |action: &str| AuditEvent::new(Actor::cli(), action, "test", None);
+    let t = TestDb::sqlite().await;
+    let db = t.db.clone();
+
+    let mut first = db.begin().await.unwrap();
+    audit::record(&mut first, event("first")).await.unwrap();
+    let abandoned = tokio::spawn({
+        let db = db.clone();
+        async move {
+            let mut tx = db.begin().await.unwrap();
+            audit::record(&mut tx, event("abandoned.1")).await.unwrap();
+            audit::record(&mut tx, event("abandoned.2")).await.unwrap();
+            drop(tx);
+        }
+    });
+    let last = tokio::spawn({
+        let db = db.clone();
+        async move {
+            let mut tx = db.begin().await.unwrap();
+            audit::record(&mut tx, event("last")).await.unwrap();
+            tx.commit().await
+        }
+    });
+    tokio::time::sleep(QUEUE_UP).await;
+    first.commit().await.unwrap();
+    last.await.unwrap().unwrap();
+    abandoned.await.unwrap();
+    let summary = audit::verify(&db).await.unwrap();
+    assert_eq!(summary.entries, 2);
+    let (seq, _) = audit::head(&db).await.unwrap();
+    assert_eq!(seq, 2);
+    let actions: Vec<String> = audit::list_after(&db, 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(actions, ["first", "last"]);
+
+    // The next batch reads the head afresh and continues the chain.
+    let mut tx = db.begin().await.unwrap();
+    audit::record(&mut tx, event("next")).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(audit::verify(&db).await.unwrap().entries, 3);
+}
