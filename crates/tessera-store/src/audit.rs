@@ -45,63 +45,38 @@ impl From<EntryRow> for AuditEntry {
 const ENTRY_COLUMNS: &str = "seq, id, occurred_at, actor_kind, actor_id, action, entity_kind, entity_id, \
      data_source_id, request_id, details, prev_hash, hash";
 
-/// The audit row insert, for either backend's connection.
-macro_rules! insert_entry {
-    ($conn:expr, $entry:expr) => {{
-        let e = $entry;
-        sqlx::query(
-            "INSERT INTO audit_log (seq, id, occurred_at, actor_kind, actor_id, action, entity_kind, \
-             entity_id, data_source_id, request_id, details, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .bind(e.seq)
-        .bind(&e.id)
-        .bind(e.occurred_at)
-        .bind(&e.actor_kind)
-        .bind(&e.actor_id)
-        .bind(&e.action)
-        .bind(&e.entity_kind)
-        .bind(&e.entity_id)
-        .bind(&e.data_source_id)
-        .bind(&e.request_id)
-        .bind(&e.details)
-        .bind(&e.prev_hash)
-        .bind(&e.hash)
-        .execute($conn)
-        .await?
-    }};
-}
-
 /// Appends an entry in the caller's transaction, so the change and its record commit together.
 ///
 /// Advancing the head row first takes its row lock (PostgreSQL) or relies on the write lock
 /// (SQLite), so concurrent writers append one after another and the chain stays linear.
 pub async fn record(tx: &mut Tx, event: AuditEvent) -> StoreResult<AuditEntry> {
     let now = tx.now();
-    if let Some(turn) = tx.sqlite_turn() {
-        // SQLite: the head is kept per shared transaction (see `sqlite_writer::AuditCache`).
-        let (conn, cache) = turn.audit_parts();
-        let (seq, prev_hash) = match &cache.head {
-            Some((seq, hash)) => (*seq, hash.clone()),
-            None => {
-                sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
-                    .fetch_one(&mut *conn)
-                    .await?
-            }
-        };
-        let entry = AuditEntry::seal(&event, seq + 1, new_id(), now, prev_hash);
-        insert_entry!(&mut *conn, &entry);
-        cache.head = Some((entry.seq, entry.hash.clone()));
-        cache.dirty = true;
-        return Ok(entry);
-    }
     with_conn!(tx, |conn| {
         let (seq, prev_hash): (i64, String) =
             sqlx::query_as("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
                 .fetch_one(&mut *conn)
                 .await?;
         let entry = AuditEntry::seal(&event, seq, new_id(), now, prev_hash);
-        insert_entry!(&mut *conn, &entry);
+        sqlx::query(
+            "INSERT INTO audit_log (seq, id, occurred_at, actor_kind, actor_id, action, entity_kind, \
+             entity_id, data_source_id, request_id, details, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(entry.seq)
+        .bind(&entry.id)
+        .bind(entry.occurred_at)
+        .bind(&entry.actor_kind)
+        .bind(&entry.actor_id)
+        .bind(&entry.action)
+        .bind(&entry.entity_kind)
+        .bind(&entry.entity_id)
+        .bind(&entry.data_source_id)
+        .bind(&entry.request_id)
+        .bind(&entry.details)
+        .bind(&entry.prev_hash)
+        .bind(&entry.hash)
+        .execute(&mut *conn)
+        .await?;
         sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
             .bind(&entry.hash)
             .execute(&mut *conn)

@@ -504,14 +504,6 @@ impl Tx {
         }
     }
 
-    /// The SQLite write turn, for the audit chain's per-transaction head.
-    pub(crate) fn sqlite_turn(&mut self) -> Option<&mut WriteTurn> {
-        match &mut self.inner {
-            TxInner::Sqlite(t) => Some(t),
-            TxInner::Pg(_) => None,
-        }
-    }
-
     pub async fn commit(self) -> StoreResult<()> {
         match self.inner {
             TxInner::Sqlite(t) => t.commit().await?,

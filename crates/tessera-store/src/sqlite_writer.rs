@@ -39,23 +39,6 @@ struct WriterState {
     abandoned: bool,
     /// [`SqliteWriter::close`] was called: no more turns.
     closed: bool,
-    /// The audit chain's head as the open shared transaction has it (see [`AuditCache`]).
-    audit: AuditCache,
-    /// `audit` when the current turn's savepoint opened: restored if it is rolled back.
-    turn_audit: AuditCache,
-}
-
-/// The audit chain's head within one shared transaction. The transaction holds SQLite's write
-/// lock from `BEGIN IMMEDIATE` to its commit, so no other connection appends meanwhile: the
-/// head is read once per transaction, kept here as writers append, and written back to
-/// `audit_head` once, just before the commit. An append then costs one statement instead of
-/// three.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct AuditCache {
-    /// `(seq, hash)` of the last entry; `None` until read in this transaction.
-    pub head: Option<(i64, String)>,
-    /// The head moved since it was read: `audit_head` must be written before the commit.
-    pub dirty: bool,
 }
 
 struct Batch {
@@ -84,8 +67,6 @@ impl SqliteWriter {
                 batch: None,
                 abandoned: false,
                 closed: false,
-                audit: AuditCache::default(),
-                turn_audit: AuditCache::default(),
             })),
             options,
         }
@@ -151,7 +132,6 @@ async fn take_turn(
         end_empty_batch(&mut guard).await;
         return Err(e.into());
     }
-    guard.turn_audit = guard.audit.clone();
     Ok(WriteTurn {
         guard: Some(guard),
         state,
@@ -190,8 +170,6 @@ async fn settle(state: &mut WriterState) {
         Ok(_) => conn.execute(RELEASE).await.map(|_| ()),
         Err(e) => Err(e),
     };
-    // The abandoned turn's appends are gone: so is what it did to the head.
-    state.audit = std::mem::take(&mut state.turn_audit);
     if let Err(e) = rolled_back {
         fail_batch(
             state,
@@ -206,24 +184,8 @@ async fn commit_batch(state: &mut WriterState) {
     let Some(batch) = state.batch.take() else {
         return;
     };
-    let audit = std::mem::take(&mut state.audit);
-    let head_written = match audit.head {
-        Some((seq, hash)) if audit.dirty => {
-            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-                .bind(seq)
-                .bind(hash)
-                .execute(conn_of(state))
-                .await
-                .map(|_| ())
-        }
-        _ => Ok(()),
-    };
-    let committed = match head_written {
-        Ok(()) => conn_of(state).execute("COMMIT").await.map(|_| ()),
-        Err(e) => Err(e),
-    };
-    let result = match committed {
-        Ok(()) => Ok(()),
+    let result = match conn_of(state).execute("COMMIT").await {
+        Ok(_) => Ok(()),
         Err(e) => {
             end_transaction(state).await;
             Err(e.to_string())
@@ -243,8 +205,6 @@ async fn fail_batch(state: &mut WriterState, reason: &str) {
 /// (or cannot tell), the connection is closed, which rolls back too, and the next turn opens
 /// a fresh one: a connection in a state the bookkeeping does not know would fail every turn.
 async fn end_transaction(state: &mut WriterState) {
-    state.audit = AuditCache::default();
-    state.turn_audit = AuditCache::default();
     let Some(conn) = state.conn.as_mut() else {
         return;
     };
@@ -285,16 +245,6 @@ pub(crate) struct WriteTurn {
 impl WriteTurn {
     pub fn conn(&mut self) -> &mut SqliteConnection {
         conn_of(self.guard.as_mut().expect("the turn is held until commit"))
-    }
-
-    /// The connection and the shared transaction's audit head, for appending to the chain.
-    pub fn audit_parts(&mut self) -> (&mut SqliteConnection, &mut AuditCache) {
-        let state = &mut **self.guard.as_mut().expect("the turn is held until commit");
-        let conn = state
-            .conn
-            .as_mut()
-            .expect("the writer connection is opened before any statement");
-        (conn, &mut state.audit)
     }
 
     /// Releases this writer's savepoint into the shared transaction and returns once that has

@@ -286,9 +286,8 @@ async fn the_wal_stays_bounded_under_continuous_writes() {
     );
 }
 
-/// The audit chain's head is kept per shared transaction: a rolled-back writer's entries leave
-/// the head as they found it, the batch's head is written once at its commit, and the chain
-/// verifies; a failed commit leaves the stored head as it was.
+/// Audit entries appended by writers of one batch chain in commit order: a rolled-back
+/// writer's entries leave no trace and no gap, and the chain verifies across batches.
 #[tokio::test]
 async fn audit_entries_of_a_batch_chain_and_a_rolled_back_writer_leaves_no_trace() {
     use tessera_domain::audit::{Actor, AuditEvent};
