@@ -48,21 +48,14 @@ impl TryFrom<ResourceRow> for Resource {
     fn try_from(r: ResourceRow) -> StoreResult<Self> {
         Ok(Resource {
             tags: from_json("resources.tags", &r.tags)?,
-            overrides: SettingOverrides {
-                requestable: r.requestable,
-                workflow_id: r.workflow_id,
-                durations: r
-                    .durations
-                    .as_deref()
-                    .map(|d| from_json::<DurationPolicy>("resources.durations", d))
-                    .transpose()?,
-                owner: principal_from("resources.owner", r.owner_kind, r.owner_id)?,
-                maintainers: r
-                    .maintainers
-                    .as_deref()
-                    .map(|m| from_json("resources.maintainers", m))
-                    .transpose()?,
-            },
+            overrides: overrides_from_columns(
+                r.requestable,
+                r.workflow_id,
+                r.durations.as_deref(),
+                r.owner_kind,
+                r.owner_id,
+                r.maintainers.as_deref(),
+            )?,
             id: r.id,
             application_id: r.application_id,
             parent_id: r.parent_id,
@@ -75,6 +68,28 @@ impl TryFrom<ResourceRow> for Resource {
             updated_at: r.updated_at,
         })
     }
+}
+
+/// A resource's own settings from its columns (JSON for durations and maintainers).
+pub(crate) fn overrides_from_columns(
+    requestable: Option<bool>,
+    workflow_id: Option<String>,
+    durations: Option<&str>,
+    owner_kind: Option<String>,
+    owner_id: Option<String>,
+    maintainers: Option<&str>,
+) -> StoreResult<SettingOverrides> {
+    Ok(SettingOverrides {
+        requestable,
+        workflow_id,
+        durations: durations
+            .map(|d| from_json::<DurationPolicy>("resources.durations", d))
+            .transpose()?,
+        owner: principal_from("resources.owner", owner_kind, owner_id)?,
+        maintainers: maintainers
+            .map(|m| from_json("resources.maintainers", m))
+            .transpose()?,
+    })
 }
 
 #[derive(Debug, Clone)]

@@ -9,14 +9,14 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tessera_domain::directory::{InvalidInput, fold};
+use tessera_domain::governance::SettingOverrides;
 use tessera_domain::governance::rules::{
     self, DEFAULT_RULE_PRIORITY, ItemFacts, ItemFilter, Rule, RuleTarget, apply_actions,
     like_pattern, merged_actions, restricted_to,
 };
-use tessera_domain::governance::{DurationPolicy, SettingOverrides};
 use tessera_domain::ids::new_id;
 
-use super::{actor_ref, check_version, from_json, principal_from, resources, roles, to_json};
+use super::{actor_ref, check_version, from_json, resources, roles, to_json};
 use crate::directory::MAX_PAGE;
 use crate::sql::{Arg, Sql, bind_args};
 use crate::{ChangeContext, Db, StoreError, StoreResult, Tx, audit, with_conn, with_pool};
@@ -119,21 +119,15 @@ impl TryFrom<CandidateRow> for Candidate {
     fn try_from(r: CandidateRow) -> StoreResult<Self> {
         Ok(Candidate {
             tags: from_json("resources.tags", &r.tags)?,
-            overrides: SettingOverrides {
-                requestable: r.requestable,
-                workflow_id: r.workflow_id,
-                durations: r
-                    .durations
-                    .as_deref()
-                    .map(|d| from_json::<DurationPolicy>("durations", d))
-                    .transpose()?,
-                owner: principal_from("resources.owner", r.owner_kind, r.owner_id)?,
-                maintainers: r
-                    .maintainers
-                    .as_deref()
-                    .map(|m| from_json("resources.maintainers", m))
-                    .transpose()?,
-            },
+            // Roles' rows carry NULL owner and maintainers, so one conversion serves both.
+            overrides: resources::overrides_from_columns(
+                r.requestable,
+                r.workflow_id,
+                r.durations.as_deref(),
+                r.owner_kind,
+                r.owner_id,
+                r.maintainers.as_deref(),
+            )?,
             id: r.id,
             application_id: r.application_id,
             resource_type: r.resource_type,
