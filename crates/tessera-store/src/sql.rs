@@ -46,6 +46,17 @@ impl Sql {
         self.arg(Arg::Text(s.to_owned()))
     }
 
+    /// Text parameters separated by commas (for `IN (…)`).
+    pub fn text_list<'a>(&mut self, values: impl IntoIterator<Item = &'a String>) -> &mut Self {
+        for (i, v) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.arg(Arg::Text(v.clone()));
+        }
+        self
+    }
+
     pub fn fold(&self) -> &'static str {
         match self.backend {
             Backend::Sqlite => "tessera_fold",

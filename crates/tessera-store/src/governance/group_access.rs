@@ -43,15 +43,6 @@ pub fn default_platform_role(settings: &Value) -> PlatformRole {
         .unwrap_or(PlatformRole::Requester)
 }
 
-fn push_list(sql: &mut Sql, ids: &[String]) {
-    for (i, id) in ids.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.arg(Arg::Text(id.clone()));
-    }
-}
-
 /// Whether anything about the identities may concern group mappings: their data source has
 /// a mapping, or they still hold something one gave.
 async fn concerned(tx: &mut Tx, data_source_id: &str, ids: &[String]) -> StoreResult<bool> {
@@ -67,12 +58,12 @@ async fn concerned(tx: &mut Tx, data_source_id: &str, ids: &[String]) -> StoreRe
     for chunk in ids.chunks(EVALUATE_BATCH) {
         let mut sql = Sql::new(tx.backend());
         sql.push("SELECT id FROM identities WHERE platform_role IS NOT NULL AND id IN (");
-        push_list(&mut sql, chunk);
+        sql.text_list(chunk);
         sql.push(
             ") UNION ALL SELECT id FROM grants WHERE source = 'group_mapping' \
              AND status IN ('scheduled', 'active') AND identity_id IN (",
         );
-        push_list(&mut sql, chunk);
+        sql.text_list(chunk);
         sql.push(") LIMIT 1");
         let held: Option<String> = with_conn!(tx, |conn| {
             bind_args!(
@@ -140,14 +131,14 @@ pub(crate) async fn identities_within(
         sql.push(
             "WITH RECURSIVE below (group_id, depth) AS (SELECT id, 0 FROM groups WHERE id IN (",
         );
-        push_list(&mut sql, chunk);
+        sql.text_list(chunk);
         sql.push(
             ") UNION ALL SELECT gm.member_id, b.depth + 1 FROM below b JOIN group_members gm \
              ON gm.group_id = b.group_id AND gm.member_kind = 'group' WHERE b.depth < ",
         );
         sql.arg(Arg::Int(MAX_GROUP_DEPTH));
         sql.push(") SELECT id FROM identities WHERE id IN (");
-        push_list(&mut sql, chunk);
+        sql.text_list(chunk);
         sql.push(
             ") UNION SELECT gm.member_id FROM group_members gm JOIN below b ON gm.group_id = b.group_id \
              WHERE gm.member_kind = 'identity'",
@@ -273,7 +264,7 @@ async fn evaluate_batch(
     )
     .text_arg(data_source_id)
     .push(" AND id IN (");
-    push_list(&mut sql, ids);
+    sql.text_list(ids);
     sql.push(") ORDER BY id");
     if sql.backend == Backend::Postgres {
         sql.push(" FOR UPDATE");
@@ -366,7 +357,7 @@ async fn mapped_memberships(
          SELECT member_id, group_id, added_at, 1 FROM group_members \
          WHERE member_kind = 'identity' AND member_id IN (",
     );
-    push_list(&mut sql, ids);
+    sql.text_list(ids);
     sql.push(
         ") UNION ALL SELECT m.identity_id, gm.group_id, \
          CASE WHEN gm.added_at > m.joined_at THEN gm.added_at ELSE m.joined_at END, m.depth + 1 \
@@ -420,7 +411,7 @@ async fn mapped_roles(
              JOIN roles r ON r.id = m.role_id JOIN applications a ON a.id = r.application_id \
              WHERE a.management_mode = 'managed' AND m.mapping_id IN (",
         );
-        push_list(&mut sql, chunk);
+        sql.text_list(chunk);
         sql.push(")");
         let rows: Vec<(String, String, String)> = with_conn!(tx, |conn| {
             bind_args!(
@@ -444,7 +435,7 @@ async fn held_grants(tx: &mut Tx, ids: &[String]) -> StoreResult<Vec<Grant>> {
          AND status IN ('scheduled', 'active') AND identity_id IN (",
         grants::COLUMNS
     ));
-    push_list(&mut sql, ids);
+    sql.text_list(ids);
     sql.push(")");
     let rows: Vec<GrantRow> = with_conn!(tx, |conn| {
         bind_args!(

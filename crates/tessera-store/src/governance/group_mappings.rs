@@ -66,13 +66,7 @@ async fn check_roles(tx: &mut Tx, role_ids: &[String]) -> StoreResult<()> {
         "SELECT r.id, a.name, a.management_mode FROM roles r \
          JOIN applications a ON a.id = r.application_id WHERE r.id IN (",
     );
-    for (i, id) in role_ids.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.arg(Arg::Text(id.clone()));
-    }
-    sql.push(")");
+    sql.text_list(role_ids).push(")");
     let found: Vec<(String, String, String)> = with_conn!(tx, |conn| {
         bind_args!(
             sqlx::query_as(sqlx::AssertSqlSafe(sql.text.clone())),
@@ -297,13 +291,8 @@ pub async fn list(
     // The page's roles in one query.
     let mut sql = Sql::new(db.backend());
     sql.push("SELECT mapping_id, role_id FROM group_mapping_roles WHERE mapping_id IN (");
-    for (i, r) in rows.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.arg(Arg::Text(r.id.clone()));
-    }
-    sql.push(") ORDER BY mapping_id, role_id");
+    sql.text_list(rows.iter().map(|r| &r.id))
+        .push(") ORDER BY mapping_id, role_id");
     let roles: Vec<(String, String)> = with_pool!(db, |pool| {
         bind_args!(
             sqlx::query_as(sqlx::AssertSqlSafe(sql.text.clone())),
